@@ -1,0 +1,5 @@
+"""``python -m tuner`` works like ``tuner``."""
+
+from tuner.cli import main
+
+main()

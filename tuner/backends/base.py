@@ -1,0 +1,147 @@
+"""The backend protocol: what a runtime family must provide so the pool workload can drive it.
+
+A *backend* is a runtime family (ONNX Runtime, OpenVINO, the ``sim`` device twin, a vendor NPU
+runtime). It validates its fixed/searched ``options`` and opens *instances*. An *instance* is one
+runtime of the pool (an ``InferenceSession``, a compiled model, an NPU context); the pool workload
+drives each instance from its own worker.
+
+Contract (every implementation runs ``tests/test_backend_contract.py``):
+
+* ``Backend.__init__(model, options)`` validates ``options`` against ``options_model`` and raises
+  :class:`~tuner.errors.BackendError` naming the bad option. It does not load anything heavy.
+* ``Backend.open(config)`` loads one instance for ``config`` (threads, batch size, requests in flight,
+  its index in the pool) and returns an :class:`Instance`. Errors are ``BackendError``/``ModelError``.
+* ``Instance.prepare_inputs()`` returns one request's inputs (``batch_size`` samples); it is called
+  before timing starts, so it may be slow.
+* ``Instance.infer(inputs)`` runs one request to completion, blocking. It must be safe to call from
+  ``requests_per_sync`` threads at once (the default :meth:`Instance.submit` does that).
+* ``Instance.submit(inputs, done)`` starts one request and returns at once; ``done(error_or_None)``
+  is called exactly once when it completes. Backends with a native async API (OpenVINO's
+  ``AsyncInferQueue``) override it; the default runs ``infer`` on ``requests_per_sync`` driver threads,
+  so that many requests are really in flight.
+* ``Instance.applied_options()`` reports what the runtime actually applied/resolved (not only what
+  was asked); ``Backend.versions()`` reports runtime versions for the platform fingerprint.
+* ``Instance.close()`` releases the runtime; it is called once, even after an error.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tuner.errors import BackendError
+
+DoneCallback = Callable[[BaseException | None], None]
+
+
+class NoOptions(BaseModel):
+    """Options model of a backend that takes none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What one pool instance is opened with."""
+
+    threads: int = 1
+    batch_size: int = 1
+    requests_per_sync: int = 1
+    pool_size: int = 1
+    index: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Instance(ABC):
+    """One runtime of the pool. See the module docstring for the contract."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def prepare_inputs(self) -> Any:
+        """Return one request's inputs (``config.batch_size`` samples)."""
+
+    @abstractmethod
+    def infer(self, inputs: Any) -> Any:
+        """Run one request to completion (blocking)."""
+
+    def submit(self, inputs: Any, done: DoneCallback) -> None:
+        """Start one request; call ``done(None)`` or ``done(error)`` exactly once when it ends."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.config.requests_per_sync),
+                    thread_name_prefix=f"tuner-req-{self.config.index}",
+                )
+            executor = self._executor
+
+        def _run() -> None:
+            try:
+                self.infer(inputs)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                done(err)
+            else:
+                done(None)
+
+        executor.submit(_run)
+
+    def applied_options(self) -> dict[str, Any]:
+        """Options the runtime actually applied or resolved."""
+        return {}
+
+    def close(self) -> None:
+        """Release the runtime (and the default driver threads)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class Backend(ABC):
+    """A runtime family. Subclasses set ``name`` and ``options_model`` and implement :meth:`open`."""
+
+    name: ClassVar[str] = ""
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+    #: whether this backend needs a model file (``sim`` does not)
+    needs_model: ClassVar[bool] = True
+
+    def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
+        if self.needs_model and model is None:
+            raise BackendError(f"backend {self.name!r} needs a model (workload.model)")
+        self.model = model
+        self.options = self.validate_options(options or {})
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> BaseModel:
+        """Validate ``options`` with ``options_model``; raise ``BackendError`` naming the option."""
+        try:
+            return cls.options_model.model_validate(dict(options))
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "options"
+            valid = ", ".join(sorted(cls.options_model.model_fields)) or "none"
+            value = first.get("input")
+            raise BackendError(
+                f"backend {cls.name!r}: option {key!r} = {value!r}: {first['msg']} (valid options: {valid})"
+            ) from None
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(cls.options_model.model_fields)
+
+    @abstractmethod
+    def open(self, config: RuntimeConfig) -> Instance:
+        """Load one instance for ``config``."""
+
+    def versions(self) -> dict[str, str]:
+        """Runtime versions, e.g. ``{"onnxruntime": "1.20.1"}``."""
+        return {}

@@ -1,0 +1,152 @@
+"""ONNX Runtime backend: one ``InferenceSession`` per pool instance.
+
+Axes: ``threads`` -> ``intra_op_num_threads``; ``batch_size`` -> the model's dynamic batch dim;
+``requests_per_sync`` -> that many ``session.run`` calls in flight on the session at once (on driver
+threads: ``run`` releases the GIL and is thread-safe; ``run_async`` needs an intra-op pool of 2+ threads,
+so it cannot serve ``threads=1``). Options, fixed or searchable: ``inter_op_threads``,
+``execution_mode``, ``graph_optimization_level``, ``allow_spinning``, ``thread_affinity``, ``provider``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuner.backends.base import Backend, Instance, RuntimeConfig
+from tuner.errors import BackendError, ModelError
+
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class OrtOptions(BaseModel):
+    """Session options tuner applies (anything else stays at ONNX Runtime's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inter_op_threads: int = Field(0, ge=0, le=1024, description="inter-op threads (0 = ORT default)")
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = Field(True, description="session.intra_op.allow_spinning")
+    thread_affinity: str | None = Field(
+        None, description="session.intra_op_thread_affinities, e.g. '1;2' (threads - 1 groups)"
+    )
+    provider: str = "CPUExecutionProvider"
+
+
+class OrtInstance(Instance):
+    def __init__(self, config: RuntimeConfig, session: Any, applied: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.session = session
+        self._applied = applied
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._rng = np.random.default_rng(config.index)
+
+    def prepare_inputs(self) -> dict[str, np.ndarray]:
+        feed: dict[str, np.ndarray] = {}
+        for meta in self.session.get_inputs():
+            dtype = _DTYPES.get(meta.type)
+            if dtype is None:
+                raise BackendError(f"input {meta.name!r} has unsupported type {meta.type}")
+            shape = _concrete_shape(meta.name, list(meta.shape), self.config.batch_size)
+            if np.issubdtype(dtype, np.floating):
+                feed[meta.name] = self._rng.standard_normal(shape).astype(dtype)
+            else:
+                feed[meta.name] = np.zeros(shape, dtype=dtype)
+        return feed
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> Any:
+        return self.session.run(self._outputs, inputs)
+
+    def applied_options(self) -> dict[str, Any]:
+        return dict(self._applied)
+
+
+def _concrete_shape(name: str, shape: list[Any], batch: int) -> list[int]:
+    out: list[int] = []
+    for i, dim in enumerate(shape):
+        if i == 0:
+            if isinstance(dim, int) and dim > 0:
+                if batch != dim:
+                    raise BackendError(
+                        f"input {name!r} has a fixed batch dimension of {dim}; batch_size {batch} needs a model "
+                        "with a dynamic batch dimension"
+                    )
+                out.append(dim)
+            else:
+                out.append(batch)
+        elif isinstance(dim, int) and dim > 0:
+            out.append(dim)
+        else:
+            raise BackendError(f"input {name!r} has a dynamic non-batch dimension {i} ({dim!r}); fix it in the model")
+    return out or [batch]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    options_model = OrtOptions
+
+    def open(self, config: RuntimeConfig) -> OrtInstance:
+        import onnxruntime as ort
+
+        opts: OrtOptions = self.options  # type: ignore[assignment]
+        available = ort.get_available_providers()
+        if opts.provider not in available:
+            raise BackendError(f"provider {opts.provider!r} is not available here (available: {', '.join(available)})")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = config.threads
+        if opts.inter_op_threads:
+            so.inter_op_num_threads = opts.inter_op_threads
+        so.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if opts.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[opts.graph_optimization_level]
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.allow_spinning else "0")
+        if opts.thread_affinity:
+            groups = opts.thread_affinity.split(";")
+            if len(groups) != config.threads - 1:
+                raise BackendError(
+                    f"thread_affinity {opts.thread_affinity!r} has {len(groups)} group(s); with threads = "
+                    f"{config.threads} ONNX Runtime expects threads - 1 = {config.threads - 1}"
+                )
+            so.add_session_config_entry("session.intra_op_thread_affinities", opts.thread_affinity)
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(self.model), sess_options=so, providers=[opts.provider])
+        except Exception as err:  # ORT raises its own exception types
+            raise ModelError(f"ONNX Runtime could not load {self.model}: {str(err).strip()}") from None
+        applied = {
+            "intra_op_num_threads": so.intra_op_num_threads,
+            "inter_op_num_threads": so.inter_op_num_threads,
+            "execution_mode": opts.execution_mode,
+            "graph_optimization_level": opts.graph_optimization_level,
+            "session.intra_op.allow_spinning": so.get_session_config_entry("session.intra_op.allow_spinning"),
+            "session.intra_op_thread_affinities": opts.thread_affinity,
+            "providers": session.get_providers(),
+            "requests_in_flight": config.requests_per_sync,
+        }
+        instance = OrtInstance(config, session, applied)
+        # fail at load, not mid-measurement, on a batch the model cannot take
+        for meta in session.get_inputs():
+            _concrete_shape(meta.name, list(meta.shape), config.batch_size)
+        return instance
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}

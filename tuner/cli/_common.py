@@ -1,0 +1,73 @@
+"""Shared CLI plumbing: error -> message + exit code, consoles, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tuner.errors import TunerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def handle_errors(func: F) -> F:
+    """Turn a :class:`TunerError` into one line on stderr and its exit code (2 for bad input)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TunerError as err:
+            err_console.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]", markup=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout (NaN/inf become null so any parser reads it)."""
+    sys.stdout.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set axis=value`` pairs; values are parsed as YAML scalars (``2`` -> int, ``true`` -> bool)."""
+    import yaml
+
+    from tuner.errors import SpecError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: expected axis=value, e.g. --set pool_size=2")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list):
+            raise SpecError(f"--set {item!r}: expected a single value, got a {type(value).__name__}")
+        out[key.strip()] = value
+    return out

@@ -1,0 +1,90 @@
+"""``tuner run``: measure one configuration in a child process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tuner.cli._common import err_console, handle_errors, out_console, parse_sets, print_json
+
+
+@handle_errors
+def run(
+    workload: Path = typer.Argument(..., help="workload YAML file"),
+    set_: list[str] = typer.Option(
+        None, "--set", "-s", help="axis=value (repeatable); unset axes take their first choice or low bound"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON document: {params, metrics, ...}"),
+    repeats: int = typer.Option(None, "--repeats", min=1, help="measure N times in fresh processes (median)"),
+    timeout: float = typer.Option(None, "--timeout", help="seconds before the child is killed"),
+) -> None:
+    """Measure one configuration: warm-up, steady-state windows, metrics."""
+    from tuner.errors import TrialFailed
+    from tuner.platform import fingerprint
+    from tuner.runner import measure_config
+    from tuner.spec import load_spec
+
+    spec = load_spec(workload)
+    params = spec.resolve_params(parse_sets(set_))
+    with err_console.status("loading model ...") as status:
+
+        def on_event(event: dict[str, Any]) -> None:
+            status.update(_progress_text(event))
+
+        result = measure_config(spec, params, repeats=repeats, timeout_s=timeout, on_event=on_event)
+    if not result.ok:
+        assert result.failure is not None
+        if json_out:
+            print_json({"params": dict(params), "failure": result.failure.to_dict()})
+        raise TrialFailed(f"{workload}: trial failed: {result.failure.describe()}")
+    document = {
+        "params": dict(result.params),
+        "metrics": dict(result.metrics),
+        "applied": dict(result.applied),
+        "versions": dict(result.versions),
+        "platform": fingerprint(),
+    }
+    if json_out:
+        print_json(document)
+    else:
+        _render(document)
+
+
+def _progress_text(event: dict[str, Any]) -> str:
+    name = event.get("event")
+    if name == "load":
+        return "loading runtimes ..."
+    if name == "warmup":
+        return f"warming up ({event.get('warmup_s')} s) ..."
+    if name == "window":
+        mark = "stable" if event.get("stable") else "not stable yet"
+        return f"window {event['index']}: {event['qps']:.2f} qps ({mark})"
+    if name == "repeat":
+        return f"repeat {event['index']}/{event['of']} ..."
+    return str(name)
+
+
+def _render(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    params = document["params"]
+    table = Table(title="tuner run: " + ", ".join(f"{k}={v}" for k, v in params.items()), show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in document["metrics"].items():
+        if isinstance(value, float):
+            shown = f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+        elif isinstance(value, list):
+            shown = ", ".join(f"{v:.3g}" for v in value)
+        else:
+            shown = str(value)
+        table.add_row(key, shown)
+    out_console.print(table)
+    if not document["metrics"].get("stable", True):
+        err_console.print(
+            "[yellow]not stable:[/] the windows did not agree within measure.stability before measure.max_s; "
+            "raise max_s or window_s, or close other programs",
+            markup=True,
+        )

@@ -1,0 +1,192 @@
+"""Steady-state measurement: warm-up, fixed windows, the stability rule, and the metrics.
+
+Runs inside the trial's child process. A *source* is anything that keeps completing requests and
+appends ``(t_done, latency_s)`` to a shared list (the pool workload's drivers do). The controller
+never touches the requests: it only looks at that list at window boundaries.
+
+Window throughput is anchored on completions, not on the window's clock edges: a window's qps is
+``n x batch / (t_last - t_prev)`` where ``t_last`` is its last completion and ``t_prev`` the last one
+before it. With 15 slow requests per window, counting whole requests per clock window would swing by
+1/15 = 7 % from quantisation alone; the anchored estimate does not. The contract ``qps`` over the whole
+measured part is still ``completed requests x batch / measured seconds``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+
+class Source(Protocol):
+    """What the controller measures."""
+
+    batch_size: int
+    completions: list[tuple[float, float]]  # (t_done perf_counter, latency seconds), append-only
+
+    def failed(self) -> BaseException | None:
+        """The first error a driver hit, if any (the controller stops and re-raises it)."""
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    warmup_s: float = 2.0
+    window_s: float = 1.0
+    stable_windows: int = 3
+    stability: float = 0.05
+    max_s: float = 20.0
+    min_window_requests: int = 4
+
+
+def window_spread(values: Sequence[float]) -> float:
+    """Relative spread of a run of windows: (max - min) / mean."""
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    return float((arr.max() - arr.min()) / mean) if mean > 0 else float("inf")
+
+
+def is_stable(window_qps: Sequence[float], stable_windows: int, stability: float) -> bool:
+    """The stability rule: the last ``stable_windows`` windows agree within ``stability`` (max-min over mean)."""
+    if len(window_qps) < stable_windows:
+        return False
+    return window_spread(window_qps[-stable_windows:]) <= stability
+
+
+def latency_metrics(latencies_s: Sequence[float]) -> dict[str, float]:
+    """Contract latency metrics (ms) of a set of request latencies."""
+    if len(latencies_s) == 0:
+        return {k: float("nan") for k in _LATENCY_KEYS}
+    ms = np.asarray(latencies_s, dtype=float) * 1000.0
+    p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+    return {
+        "latency_p50_ms": float(p50),
+        "latency_p90_ms": float(p90),
+        "latency_p95_ms": float(p95),
+        "latency_p99_ms": float(p99),
+        "latency_mean_ms": float(ms.mean()),
+        "latency_max_ms": float(ms.max()),
+    }
+
+
+_LATENCY_KEYS = (
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_max_ms",
+)
+
+
+class MeasurementError(RuntimeError):
+    """The source stopped producing (a driver failed, or nothing completed within max_s)."""
+
+
+def measure_steady_state(
+    source: Source,
+    settings: MeasureSettings,
+    emit: EventSink | None = None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    poll_s: float = 0.01,
+) -> dict[str, Any]:
+    """Warm up, then measure windows until stable or ``max_s``; return the contract metrics.
+
+    ``max_s`` bounds warm-up plus windows. Warm-up lasts ``warmup_s`` and until at least one request
+    completed. A window closes once ``window_s`` passed *and* it holds ``min_window_requests``
+    completions (so slow requests still give meaningful windows).
+    """
+    emit = emit or (lambda _e: None)
+    done = source.completions
+    t0 = clock()
+    deadline = t0 + settings.max_s
+
+    def check() -> None:
+        err = source.failed()
+        if err is not None:
+            raise err
+
+    emit({"event": "warmup", "warmup_s": settings.warmup_s})
+    while True:
+        check()
+        now = clock()
+        if now - t0 >= settings.warmup_s and len(done) > 0:
+            break
+        if now >= deadline:
+            raise MeasurementError(f"no request completed within max_s = {settings.max_s} s of warm-up")
+        time.sleep(poll_s)
+
+    t_start = clock()
+    emit({"event": "measure_start"})
+    window_edges = [t_start]
+    window_qps: list[float] = []
+    stable = False
+    seen = len(done)
+    while True:
+        check()
+        now = clock()
+        elapsed_in_window = now - window_edges[-1]
+        count_now = len(done)
+        out_of_time = now >= deadline
+        if (elapsed_in_window >= settings.window_s and count_now - seen >= settings.min_window_requests) or (
+            out_of_time and count_now > seen
+        ):
+            window_edges.append(now)
+            times = sorted(t for t, _ in done[:count_now])
+            window_qps.append(_anchored_qps(times, window_edges[-2], now, source.batch_size))
+            seen = count_now
+            stable = is_stable(window_qps, settings.stable_windows, settings.stability)
+            emit(
+                {
+                    "event": "window",
+                    "index": len(window_qps),
+                    "qps": window_qps[-1],
+                    "stable": stable,
+                    "elapsed_s": now - t0,
+                }
+            )
+            if stable:
+                break
+        if out_of_time:
+            break
+        time.sleep(poll_s)
+
+    t_end = window_edges[-1]
+    emit({"event": "measure_end"})
+    snapshot = list(done)
+    measured = [(t, lat) for t, lat in snapshot if t_start < t <= t_end]
+    measured_s = t_end - t_start
+    if not measured or measured_s <= 0:
+        raise MeasurementError(f"no request completed in the measured part (max_s = {settings.max_s} s)")
+    requests = len(measured)
+    metrics: dict[str, Any] = {
+        "qps": requests * source.batch_size / measured_s,
+        "rps": requests / measured_s,
+        **latency_metrics([lat for _, lat in measured]),
+        "measured_s": measured_s,
+        "requests": requests,
+        "stable": stable,
+        "window_qps": window_qps,
+    }
+    return metrics
+
+
+def _anchored_qps(sorted_times: list[float], lo: float, hi: float, batch: int) -> float:
+    """Completions in (lo, hi] per second, measured from the completion before ``lo`` to the last one."""
+    first = bisect.bisect_right(sorted_times, lo)
+    last = bisect.bisect_right(sorted_times, hi)
+    n = last - first
+    if n <= 0:
+        return 0.0
+    prev = sorted_times[first - 1] if first > 0 else lo
+    span = sorted_times[last - 1] - prev
+    if span <= 0:
+        return n * batch / (hi - lo)
+    return n * batch / span

@@ -1,0 +1,29 @@
+"""Metric names (a contract: these names, these units) and their meaning."""
+
+from __future__ import annotations
+
+#: name -> one-line description (units in the name or the text)
+METRICS: dict[str, str] = {
+    "qps": "samples per second = completed requests x batch / measured seconds",
+    "rps": "requests per second = completed requests / measured seconds",
+    "latency_p50_ms": "median request latency, submission to completion (ms)",
+    "latency_p90_ms": "90th percentile request latency (ms)",
+    "latency_p95_ms": "95th percentile request latency (ms)",
+    "latency_p99_ms": "99th percentile request latency (ms)",
+    "latency_mean_ms": "mean request latency (ms)",
+    "latency_max_ms": "slowest request (ms)",
+    "peak_rss_mb": "peak resident memory of the trial's whole process tree (MiB)",
+    "cpu_util": "mean busy fraction of all cores during the measured part (0..1)",
+    "load_s": "model load and compile time of the whole pool (s)",
+    "first_request_ms": "latency of the first request after load (ms)",
+    "measured_s": "length of the measured part, warm-up excluded (s)",
+    "requests": "requests completed in the measured part",
+    "stable": "whether the stability rule held (bool)",
+    "window_qps": "qps of each measured window (list)",
+}
+
+#: metrics that can be objectives or constraints (numeric scalars)
+NUMERIC_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in ("stable", "window_qps"))
+
+#: the four axes every workload has; missing ones are fixed at 1
+CORE_AXES: tuple[str, ...] = ("pool_size", "threads", "requests_per_sync", "batch_size")

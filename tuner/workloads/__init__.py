@@ -1,0 +1,1 @@
+"""Workloads drive a backend under load: ``pool`` (and later ``pipeline``, ``command``)."""

@@ -1,0 +1,184 @@
+"""The pool workload: ``pool_size`` runtime instances, each driven by its own closed-loop worker.
+
+Each worker keeps ``requests_per_sync`` requests in flight on its instance, then waits for all of them
+(async submit ... sync); with 1 it makes plain synchronous calls on its own thread. Inputs are prepared
+before timing. A request's latency runs from its submission to its completion.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tuner.backends.base import Backend, Instance, RuntimeConfig
+
+
+class PoolWorkload:
+    """Opens the pool, then drives it until :meth:`stop`. Implements :class:`tuner.measure.Source`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        batch_size: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.backend = backend
+        self.pool_size = pool_size
+        self.threads = threads
+        self.requests_per_sync = requests_per_sync
+        self.batch_size = batch_size
+        self.completions: list[tuple[float, float]] = []
+        self.instances: list[Instance] = []
+        self._inputs: list[list[Any]] = []
+        self._clock = clock
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._drivers: list[threading.Thread] = []
+
+    # -------------------------------------------------------------------------------- lifecycle
+    def load(self) -> float:
+        """Open every instance and prepare its inputs; return the seconds it took (``load_s``)."""
+        t0 = self._clock()
+        for index in range(self.pool_size):
+            config = RuntimeConfig(
+                threads=self.threads,
+                batch_size=self.batch_size,
+                requests_per_sync=self.requests_per_sync,
+                pool_size=self.pool_size,
+                index=index,
+            )
+            self.instances.append(self.backend.open(config))
+        load_s = self._clock() - t0
+        for inst in self.instances:
+            self._inputs.append([inst.prepare_inputs() for _ in range(self.requests_per_sync)])
+        return load_s
+
+    def first_request(self) -> float:
+        """Latency of the very first request on instance 0 (ms), kept apart from the steady state."""
+        t0 = self._clock()
+        self.instances[0].infer(self._inputs[0][0])
+        return (self._clock() - t0) * 1000.0
+
+    def start(self) -> None:
+        for index, inst in enumerate(self.instances):
+            target = self._drive_sync if self.requests_per_sync == 1 else self._drive_async
+            t = threading.Thread(target=self._guard, args=(target, inst, self._inputs[index]), daemon=True)
+            t.name = f"tuner-driver-{index}"
+            self._drivers.append(t)
+            t.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for t in self._drivers:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for inst in self.instances:
+            inst.close()
+        self.instances.clear()
+
+    def failed(self) -> BaseException | None:
+        return self._error
+
+    def applied_options(self) -> dict[str, Any]:
+        return self.instances[0].applied_options() if self.instances else {}
+
+    # -------------------------------------------------------------------------------- drivers
+    def _guard(self, target: Callable[[Instance, list[Any]], None], inst: Instance, inputs: list[Any]) -> None:
+        try:
+            target(inst, inputs)
+        except BaseException as err:  # noqa: BLE001 - reported through failed()
+            if self._error is None:
+                self._error = err
+            self._stop.set()
+
+    def _drive_sync(self, inst: Instance, inputs: list[Any]) -> None:
+        clock, stop, record, x = self._clock, self._stop, self.completions.append, inputs[0]
+        infer = inst.infer
+        while not stop.is_set():
+            t0 = clock()
+            infer(x)
+            t1 = clock()
+            record((t1, t1 - t0))
+
+    def _drive_async(self, inst: Instance, inputs: list[Any]) -> None:
+        clock, stop, record = self._clock, self._stop, self.completions.append
+        while not stop.is_set():
+            sync = _Sync(len(inputs))
+            for x in inputs:
+                inst.submit(x, sync.callback(clock(), clock, record))
+            sync.wait()
+            if sync.errors:
+                raise sync.errors[0]
+
+
+class _Sync:
+    """One round of ``requests_per_sync`` submissions and the wait for all of them."""
+
+    def __init__(self, count: int) -> None:
+        self.pending = count
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._all_done = threading.Event()
+
+    def callback(
+        self, t_submit: float, clock: Callable[[], float], record: Callable[[tuple[float, float]], None]
+    ) -> Callable[[BaseException | None], None]:
+        def done(err: BaseException | None) -> None:
+            t1 = clock()
+            if err is not None:
+                self.errors.append(err)
+            else:
+                record((t1, t1 - t_submit))
+            with self._lock:
+                self.pending -= 1
+                last = self.pending == 0
+            if last:
+                self._all_done.set()
+
+        return done
+
+    def wait(self) -> None:
+        self._all_done.wait()
+
+
+def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Measure one pool configuration in this process (the trial child calls this)."""
+    from pathlib import Path
+
+    from tuner.backends.registry import get_backend
+    from tuner.measure import MeasureSettings, measure_steady_state
+
+    params = job["params"]
+    backend_cls = get_backend(job["backend"])
+    model = Path(job["model"]) if job.get("model") else None
+    backend = backend_cls(model, job.get("options", {}))
+    pool = PoolWorkload(
+        backend,
+        pool_size=int(params.get("pool_size", 1)),
+        threads=int(params.get("threads", 1)),
+        requests_per_sync=int(params.get("requests_per_sync", 1)),
+        batch_size=int(params.get("batch_size", 1)),
+    )
+    emit({"event": "load"})
+    try:
+        load_s = pool.load()
+        first_ms = pool.first_request()
+        pool.start()
+        try:
+            metrics = measure_steady_state(pool, MeasureSettings(**job["measure"]), emit)
+        finally:
+            pool.stop()
+        applied = pool.applied_options()
+    finally:
+        pool.close()
+    metrics["load_s"] = load_s
+    metrics["first_request_ms"] = first_ms
+    return {"metrics": metrics, "applied": applied, "versions": backend.versions()}
