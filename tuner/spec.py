@@ -385,6 +385,8 @@ def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_ba
         axes[key] = _parse_axis(key, raw, at)
     for key in CORE_AXES:
         axes.setdefault(key, Axis(name=key, kind="fixed", values=(1,)))
+    # the four core axes first, in their usual order, then options and stages as written
+    axes = {**{k: axes[k] for k in CORE_AXES}, **{k: v for k, v in axes.items() if k not in CORE_AXES}}
     for key in model.workload.options:
         if f"options.{key}" in axes:
             raise SpecError(
@@ -406,7 +408,7 @@ def _parse_axis(name: str, raw: Any, at: str) -> Axis:
         try:
             rng = RangeAxisModel.model_validate(raw)
         except ValidationError as err:
-            e = err.errors()[0]
+            e = _first_error(err)
             key = ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
                 raise SpecError(
@@ -459,14 +461,21 @@ _EXPECT = {
     "bool_type": "expected true or false",
     "string_type": "expected a string",
     "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
     "list_type": "expected a list",
     "literal_error": None,
     "finite_number": "expected a finite number",
 }
 
 
+def _first_error(err: ValidationError) -> Any:
+    """The error to report: an unknown key first (a misspelt key also makes the real one 'missing')."""
+    errors = err.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
 def _format_validation(err: ValidationError, where: str, lines: _LineMap) -> str:
-    e = err.errors()[0]
+    e = _first_error(err)
     loc = tuple(e["loc"])
     # pydantic puts the dict key of dict[str, Model] in loc; keep it
     dotted = _dotted(loc)
@@ -509,11 +518,12 @@ def _model_at_one(model: type[BaseModel], part: Any) -> Any:
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     args = getattr(ann, "__args__", ())
+    # dict[str, Model] first: its key is the next part of the path, not a field of Model
+    if getattr(ann, "__origin__", None) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+        return _DictOf(args[1])
     for a in args:
         if isinstance(a, type) and issubclass(a, BaseModel):
             return a
-    if len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
-        return _DictOf(args[1])
     return None
 
 

@@ -113,6 +113,8 @@ class Backend(ABC):
     options_model: ClassVar[type[BaseModel]] = NoOptions
     #: whether this backend needs a model file (``sim`` does not)
     needs_model: ClassVar[bool] = True
+    #: whether its instances compute on host cores (then pool_size x threads > cores is oversubscription)
+    cpu_bound: ClassVar[bool] = True
 
     def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
         if self.needs_model and model is None:

@@ -1,0 +1,339 @@
+"""The saturation knee: the cheapest configuration whose throughput is within a tolerance of the plateau.
+
+Pure functions over plain frozen records; no I/O. Definitions (``DESIGN.md``, "The knee"):
+
+* **cost** (:func:`cost_key`): fewer samples in flight (``pool_size x requests_per_sync x batch_size``),
+  then fewer threads, then less peak memory.
+* **plateau**: the best feasible ``qps`` -- estimated noise-aware, see :func:`find_knee`.
+* **knee**: the cheapest feasible configuration whose ``qps >= (1 - tolerance) * plateau``.
+* **confirmed**: a configuration that costs strictly more (at least as many samples in flight *and* at
+  least as many threads, more of one) was measured and did not beat the knee by more than the tolerance.
+* **confidence**: a bootstrap over the measured windows -- the fraction of resampled studies that pick
+  the same configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "PLATEAU_STDERR",
+    "KneeResult",
+    "TrialRecord",
+    "cost_key",
+    "find_knee",
+    "in_flight",
+    "merge_repeats",
+    "threads_of",
+]
+
+#: default ``knee.tolerance``: the knee is within 10 % of the plateau
+DEFAULT_TOLERANCE = 0.10
+
+#: the plateau is the highest ``qps - PLATEAU_STDERR * standard error`` (see :func:`find_knee`)
+PLATEAU_STDERR = 1.0
+
+_IN_FLIGHT_AXES = ("pool_size", "requests_per_sync", "batch_size")
+_STAGE_PREFIX = "stages."
+_STAGE_SUFFIX = ".workers"
+#: relative slack in ``qps >= threshold`` so that float rounding never flips a decision
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One measured configuration: what the analysis reads from a study.
+
+    ``params`` are the searched axes (``pool_size``, ``threads``, ``requests_per_sync``, ``batch_size``,
+    ``options.*``, ``stages.<name>.workers``); ``metrics`` use the contract names (``qps``,
+    ``latency_p99_ms``, ``peak_rss_mb``, ``window_qps`` ...). ``feasible`` is False when the trial broke a
+    constraint; such a trial is never best, knee or on a Pareto front.
+    """
+
+    number: int
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    feasible: bool = True
+
+
+@dataclass(frozen=True)
+class KneeResult:
+    """What :func:`find_knee` concluded. ``reason`` is one sentence a person can read."""
+
+    tolerance: float
+    plateau_qps: float | None
+    best: TrialRecord | None
+    knee: TrialRecord | None
+    confirmed: bool
+    confidence: float | None
+    reason: str
+
+
+# ----------------------------------------------------------------------------------------------- cost
+
+
+def _count(params: Mapping[str, Any], name: str) -> int:
+    value = params.get(name)
+    if value is None:
+        return 1
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter {name!r} must be a whole number, got {value!r}") from exc
+
+
+def in_flight(params: Mapping[str, Any]) -> int:
+    """Samples in flight: ``pool_size * requests_per_sync * batch_size``; a missing axis counts as 1."""
+    total = 1
+    for name in _IN_FLIGHT_AXES:
+        total *= _count(params, name)
+    return total
+
+
+def threads_of(params: Mapping[str, Any]) -> int:
+    """Compute threads: ``threads`` (missing = 1) plus every pipeline ``stages.<name>.workers``."""
+    total = _count(params, "threads")
+    for name in params:
+        if name.startswith(_STAGE_PREFIX) and name.endswith(_STAGE_SUFFIX):
+            total += _count(params, name)
+    return total
+
+
+def _peak_rss(metrics: Mapping[str, Any]) -> float:
+    value = _finite(metrics.get("peak_rss_mb"))
+    # unknown memory is never assumed cheap
+    return math.inf if value is None else value
+
+
+def cost_key(record: TrialRecord) -> tuple[int, int, float]:
+    """``(in_flight, threads, peak_rss_mb)``: smaller is cheaper. Missing memory counts as infinite."""
+    return (in_flight(record.params), threads_of(record.params), _peak_rss(record.metrics))
+
+
+def _costs_more(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
+    """``a`` uses at least as many samples in flight and threads as ``b``, and more of one."""
+    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+
+
+# ------------------------------------------------------------------------------------------ merging
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _windows(metrics: Mapping[str, Any]) -> list[float]:
+    raw = metrics.get("window_qps")
+    if not isinstance(raw, Iterable) or isinstance(raw, (str, bytes, Mapping)):
+        return []
+    return [w for w in (_finite(v) for v in raw) if w is not None]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted(repr(_freeze(v)) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((str(k), _freeze(v)) for k, v in params.items()))
+
+
+def _merge_group(group: Sequence[TrialRecord]) -> TrialRecord:
+    if len(group) == 1:
+        return group[0]
+    first = group[0]
+    metrics: dict[str, Any] = dict(first.metrics)
+    names = {name for record in group for name in record.metrics}
+    for name in names:
+        if name == "window_qps":
+            metrics[name] = [w for record in group for w in _windows(record.metrics)]
+            continue
+        values = [record.metrics[name] for record in group if name in record.metrics]
+        numbers = [v for v in (_finite(x) for x in values) if v is not None]
+        if all(isinstance(v, bool) for v in values):
+            metrics[name] = all(values)
+        elif numbers and len(numbers) == len(values):
+            metrics[name] = sum(numbers) / len(numbers)
+        elif name not in metrics:
+            metrics[name] = values[0]
+    return TrialRecord(number=first.number, params=first.params, metrics=metrics, feasible=True)
+
+
+def merge_repeats(trials: Iterable[TrialRecord], *, require_qps: bool = True) -> list[TrialRecord]:
+    """Feasible trials (with a ``qps`` unless ``require_qps`` is False), one record per distinct
+    ``params``, in first-measured order.
+
+    A configuration measured several times becomes one record: the lowest trial number, the mean of each
+    numeric metric (so ``qps`` is the mean qps), ``window_qps`` concatenated, ``stable`` true only if
+    every repeat was stable. A configuration measured once is returned as is (the same object).
+    """
+    return [_merge_group(group) for group in _groups(trials, require_qps=require_qps)]
+
+
+def _groups(trials: Iterable[TrialRecord], *, require_qps: bool = True) -> list[list[TrialRecord]]:
+    """Usable trials grouped by ``params``, each group and the groups in trial-number order."""
+    usable = (t for t in trials if t.feasible and (not require_qps or _finite(t.metrics.get("qps")) is not None))
+    groups: dict[tuple[tuple[str, Any], ...], list[TrialRecord]] = {}
+    for record in sorted(usable, key=lambda t: t.number):
+        groups.setdefault(_params_key(record.params), []).append(record)
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------------------------- the knee
+
+
+@dataclass(frozen=True)
+class _Config:
+    record: TrialRecord
+    cost: tuple[int, int, float]
+    qps: float
+    units: np.ndarray  # what the bootstrap resamples: windows, else the repeats' qps; may be empty
+    stderr: float
+
+
+def _configs(trials: Iterable[TrialRecord]) -> list[_Config]:
+    configs = []
+    for group in _groups(trials):
+        merged = _merge_group(group)
+        qps = sum(float(r.metrics["qps"]) for r in group) / len(group)
+        units: list[float] = []
+        for r in group:
+            windows = _windows(r.metrics)
+            # a repeat without windows still contributes its qps as one unit when others exist
+            units.extend(windows if windows else ([float(r.metrics["qps"])] if len(group) > 1 else []))
+        arr = np.asarray(units, dtype=float)
+        stderr = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size >= 2 else 0.0
+        configs.append(_Config(merged, cost_key(merged), qps, arr, stderr))
+    # the order in which a knee is searched: cheapest first, then the faster, then the earlier; it is
+    # canonical, so neither the result nor the bootstrap's random stream depends on the input order
+    configs.sort(key=lambda c: (c.cost, -c.qps, c.record.number))
+    return configs
+
+
+def _choose(qps: np.ndarray, stderr: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Plateau and knee column for each row of ``qps`` (rows: studies, columns: configs, cheapest first)."""
+    plateau = np.maximum((qps - PLATEAU_STDERR * stderr).max(axis=1), 0.0)
+    threshold = (1.0 - tolerance) * plateau * (1.0 - _EPS)
+    # the column that sets the plateau always passes, so every row has a knee
+    knee = (qps >= threshold[:, None]).argmax(axis=1)
+    return plateau, knee
+
+
+def _describe(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "the default configuration"
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items(), key=lambda kv: str(kv[0])))
+
+
+def find_knee(
+    trials: Sequence[TrialRecord],
+    tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> KneeResult:
+    """Find the saturation knee of a study.
+
+    Infeasible trials and trials without a finite ``qps`` are ignored; a configuration (same ``params``)
+    measured several times counts once, with its mean qps and all its windows (:func:`merge_repeats`).
+
+    **The plateau is noise-aware.** The raw maximum of noisy measurements is biased upward (the winner's
+    curse): when many configurations sit on the plateau, the largest of them is the one with the luckiest
+    noise, the threshold rises with it and the knee drifts to costlier configurations, a different one
+    on every run. So the plateau is the highest *lower one-standard-error bound*,
+    ``max_i(qps_i - se_i)``, where ``se_i`` is the standard error of a configuration's mean window qps
+    (``std(window_qps, ddof=1) / sqrt(n)``; between repeats when it has no windows; 0 when it was
+    measured once without windows): the throughput that some configuration demonstrably sustains. With
+    exact numbers (no windows) it is exactly the best qps, so the hand-made field-note tables keep
+    their knees; with noisy windows it removes most of the upward drift (on simulated saturating curves
+    over 16 pool sizes with 5 % noise on each of 5 windows, the knee stays within one step of the
+    noise-free knee in about 95-98 % of runs instead of 86-89 % with the raw maximum), at the price of a
+    slight lean to the cheaper side when the curve is still rising at the costliest measured point.
+
+    ``best`` is the configuration with the highest (mean) qps. ``plateau_qps`` is the estimate above.
+
+    **Confirmation.** The knee is confirmed when a configuration costing strictly more (at least as many
+    samples in flight and threads, more of one) was measured. Every such configuration is then also
+    within the tolerance by construction -- the plateau bounds them all, so
+    ``knee_qps >= (1 - tolerance) * (qps_c - se_c)`` -- i.e. it did not beat the knee by more than the
+    tolerance. Without one, the search has not shown saturation yet.
+
+    **Confidence.** ``bootstrap`` replicates: in each, every configuration's windows are resampled with
+    replacement (a configuration without windows keeps its qps) and their mean, re-centred on the
+    configuration's qps, replaces its qps; the knee is chosen again. The confidence is the fraction of
+    replicates that pick the same configuration. It is ``None`` when there is nothing to resample (no
+    windows anywhere) or ``bootstrap`` is 0. Deterministic for a given ``seed``.
+    """
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
+    configs = _configs(trials)
+    if not configs:
+        reason = (
+            "no trials to analyse"
+            if not trials
+            else "no feasible trial with a qps measurement, so there is no plateau and no knee"
+        )
+        return KneeResult(tolerance, None, None, None, False, None, reason)
+
+    qps = np.array([c.qps for c in configs])
+    stderr = np.array([c.stderr for c in configs])
+    plateau, chosen = _choose(qps[None, :], stderr, tolerance)
+    plateau_qps, k = float(plateau[0]), int(chosen[0])
+    knee = configs[k]
+    best = max(configs, key=lambda c: (c.qps, -c.cost[0], -c.cost[1], -c.record.number))
+    costlier = [c for c in configs if _costs_more(c.cost, knee.cost)]
+
+    confidence: float | None = None
+    if bootstrap > 0 and any(c.units.size for c in configs):
+        rng = np.random.default_rng(seed)
+        replicas = np.repeat(qps[None, :], bootstrap, axis=0)
+        for j, c in enumerate(configs):
+            if c.units.size:
+                draws = c.units[rng.integers(0, c.units.size, size=(bootstrap, c.units.size))]
+                replicas[:, j] = c.qps + draws.mean(axis=1) - c.units.mean()
+        _, picks = _choose(replicas, stderr, tolerance)
+        confidence = float(np.mean(picks == k))
+
+    pct = f"{tolerance:.0%}" if round(tolerance * 100, 6).is_integer() else f"{tolerance:.1%}"
+    where = _describe(knee.record.params)
+    if costlier:
+        n = len(costlier)
+        reason = (
+            f"saturation reached: {where} gives {knee.qps:.4g} qps, within {pct} of the "
+            f"{plateau_qps:.4g} qps plateau, and {n} costlier configuration{'s' if n > 1 else ''} "
+            f"measured did not beat it by more than that"
+        )
+    else:
+        reason = (
+            f"saturation not reached yet: no costlier configuration was measured beyond {where} "
+            f"({knee.qps:.4g} qps, the cheapest within {pct} of the {plateau_qps:.4g} qps plateau)"
+        )
+    return KneeResult(
+        tolerance=tolerance,
+        plateau_qps=plateau_qps,
+        best=best.record,
+        knee=knee.record,
+        confirmed=bool(costlier),
+        confidence=confidence,
+        reason=reason,
+    )

@@ -1,0 +1,140 @@
+"""``tuner optimize``: search the space, record every trial in an SQL study, find the knee."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tuner.cli._common import err_console, handle_errors, out_console, print_json
+
+
+@handle_errors
+def optimize(
+    workload: Path = typer.Argument(..., help="workload YAML file"),
+    storage: str = typer.Option(
+        None,
+        "--storage",
+        help="a .db path or any SQLAlchemy URL (default: the file's study.storage, else studies/<name>.db)",
+    ),
+    trials: int = typer.Option(None, "--trials", min=1, help="measured trials in the study (overrides the file)"),
+    timeout: float = typer.Option(None, "--timeout", help="stop after this many seconds (overrides study.timeout_s)"),
+    sampler: str = typer.Option(None, "--sampler", help="tpe | grid | random | gp | nsga2 | knee"),
+    new: bool = typer.Option(False, "--new", help="start a fresh study even if one exists for this workload"),
+    remeasure: bool = typer.Option(False, "--remeasure", help="measure configs again even if already measured"),
+    allow_platform_mix: bool = typer.Option(
+        False, "--allow-platform-mix", help="add trials to a study made on different hardware"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print the report object as JSON at the end"),
+    top: int = typer.Option(10, "--top", help="rows in the top-N table"),
+) -> None:
+    """Run (or resume) the study of a workload and print the best config and the knee."""
+    from tuner.optimize import optimize as run_optimize
+    from tuner.report import study_report
+    from tuner.spec import load_spec
+    from tuner.study import open_storage
+
+    spec = load_spec(workload)
+    if sampler:
+        spec = _with_sampler(spec, sampler)
+    progress = _Progress()
+    with progress:
+        result = run_optimize(
+            spec,
+            storage=storage,
+            new=new,
+            remeasure=remeasure,
+            trials=trials,
+            timeout_s=timeout,
+            allow_platform_mix=allow_platform_mix,
+            on_event=progress.on_event,
+        )
+    import optuna
+
+    url = storage or spec.storage_url()
+    from tuner.study import storage_url
+
+    study = optuna.load_study(study_name=result.study_name, storage=open_storage(storage_url(url), heartbeat=False))
+    report = study_report(study, top=top)
+    report["stop_reason"] = result.stop_reason
+    if json_out:
+        print_json(report)
+        return
+    from tuner.cli._render import render_report
+
+    err_console.print(f"stopped: {result.stop_reason}")
+    render_report(out_console, report, top=top)
+
+
+def _with_sampler(spec: Any, sampler: str) -> Any:
+    from tuner.errors import SpecError
+    from tuner.spec import SAMPLERS, parse_spec
+
+    if sampler not in SAMPLERS:
+        raise SpecError(f"--sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    import yaml
+
+    data = yaml.safe_load(spec.text)
+    data.setdefault("study", {})["sampler"] = sampler
+    return parse_spec(yaml.safe_dump(data, sort_keys=False), path=spec.path)
+
+
+class _Progress:
+    """A rich progress bar: trial k/n, current params, best qps, current knee."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]trial[/]"),
+            MofNCompleteColumn(),
+            BarColumn(bar_width=20),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=err_console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("trials", total=1, status="")
+        self.best = "-"
+        self.knee = "-"
+        self.current = ""
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def _update(self, child: str = "") -> None:
+        status = f"{self.current} {child} | best {self.best} qps | knee {self.knee}"
+        self.progress.update(self.task, status=status)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        from tuner.cli._render import fmt_params
+
+        name = event.get("event")
+        if name == "study":
+            self.progress.update(self.task, total=event["target"], completed=event["measured"])
+            err_console.print(f"study {event['name']} in {event['storage']} ({event['measured']} measured so far)")
+        elif name == "trial_start":
+            self.current = fmt_params({k: v for k, v in event["params"].items()})
+            self._update("loading")
+        elif name == "warmup":
+            self._update("warm-up")
+        elif name == "window":
+            self._update(f"window {event['index']} {event['qps']:.3g} qps{' stable' if event['stable'] else ''}")
+        elif name == "trial_end":
+            outcome = event["outcome"]
+            if outcome.startswith("measured"):
+                self.progress.advance(self.task)
+            if outcome == "measured-failed":
+                err_console.print(f"  trial {event['number']} failed: {event.get('failure')}")
+            elif outcome == "skipped":
+                err_console.print(f"  trial {event['number']} skipped: {event.get('skip_reason')}")
+        elif name == "knee":
+            self.best = f"{event['plateau_qps']:.4g}" if event.get("plateau_qps") else "-"
+            knee = event.get("knee")
+            self.knee = (fmt_params(knee) + (" (confirmed)" if event.get("confirmed") else "")) if knee else "-"
+            self._update()
