@@ -1,0 +1,15 @@
+"""Shared fixtures. Keep this small: one fixture per real resource, named after what it gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuner.models import zoo_path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo ``tiny`` model (3x32x32 -> 10 logits, dynamic batch), built once into a private cache dir."""
+    return zoo_path("tiny", cache_dir=tmp_path_factory.mktemp("zoo-cache"))
