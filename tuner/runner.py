@@ -19,13 +19,22 @@ def resolve_model_path(spec: Spec) -> Path | None:
     from tuner.models import check_model_file, resolve_model
 
     path = resolve_model(ref, spec.base_dir)
-    if not ref.startswith("zoo:"):
+    # an ONNX file is checked before any trial; other formats (OpenVINO IR, a vendor's file for a command)
+    # are the runtime's to judge
+    onnx_expected = path.suffix.lower() == ".onnx" or (
+        spec.workload.kind == "pool" and spec.workload.backend == "onnxruntime"
+    )
+    if not ref.startswith("zoo:") and onnx_expected:
         check_model_file(path)
     return path
 
 
 def build_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:
-    """The JSON job a trial child runs for ``params``."""
+    """The JSON job a trial runs for ``params`` (a worker child's, or a ``kind: command`` program's)."""
+    if spec.workload.kind == "command":
+        from tuner.workloads.command import build_command_job
+
+        return build_command_job(spec, params, model_path)
     options = dict(spec.workload.options)
     for key, value in params.items():
         if key.startswith("options."):
@@ -35,7 +44,7 @@ def build_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) ->
 
         get_backend(spec.workload.backend).validate_options(options)
     measure = spec.measure.model_dump(exclude={"repeats"})
-    return {
+    job = {
         "kind": spec.workload.kind,
         "backend": spec.workload.backend,
         "model": str(model_path) if model_path else None,
@@ -44,6 +53,11 @@ def build_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) ->
         "measure": measure,
         "spec_path": str(spec.path) if spec.path else None,
     }
+    if spec.workload.kind == "pipeline":
+        from tuner.workloads.pipeline import pipeline_job_section
+
+        job["pipeline"] = pipeline_job_section(spec, options)  # stages; images (a synthetic set made here, once)
+    return job
 
 
 def measure_config(
@@ -62,11 +76,16 @@ def measure_config(
     if model_path is None:
         model_path = resolve_model_path(spec)
     job = build_job(spec, params, model_path)
+    run = run_job
+    if job["kind"] == "command":
+        from tuner.workloads.command import run_command_job
+
+        run = run_command_job  # type: ignore[assignment]
     results: list[TrialResult] = []
     for i in range(repeats):
         if on_event:
             on_event({"event": "repeat", "index": i + 1, "of": repeats})
-        result = run_job(
+        result = run(
             job,
             timeout_s=timeout_s or spec.study.trial_timeout_s,
             memory_limit_mb=spec.study.memory_limit_mb,

@@ -33,11 +33,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: keys of ``workload`` that only ``kind: command`` takes
+COMMAND_KEYS = ("command", "env", "cwd", "parse")
+
+
+#: keys of ``workload`` that only ``kind: pipeline`` takes
+PIPELINE_KEYS = ("stages", "images", "synthetic")
+
+
+class SyntheticImages(_Strict):
+    """``workload.synthetic``: a JPEG set generated once and cached (default: the Ascend note's 1536 x 1024)."""
+
+    count: int = Field(64, ge=1, le=100_000)
+    width: int = Field(1536, ge=8, le=16384)
+    height: int = Field(1024, ge=8, le=16384)
+    quality: int = Field(90, ge=1, le=100)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
 class WorkloadSection(_Strict):
     kind: Literal["pool", "pipeline", "command"] = "pool"
     backend: str = "onnxruntime"
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # kind: command only; element types are checked with their line by tuner.workloads.command
+    command: list[Any] | None = None
+    env: dict[str, Any] = Field(default_factory=dict)
+    cwd: str | None = None
+    parse: Any = None  # 'json' | {metric: regex | {regex, value}}
+    # kind: pipeline only (see tuner.workloads.pipeline and tuner.workloads.stages)
+    stages: list[Any] | None = None
+    images: str | None = None
+    synthetic: SyntheticImages | None = None
 
 
 class MeasureSection(_Strict):
@@ -73,6 +100,16 @@ class StudySection(_Strict):
     allow_oversubscription: bool = False
     max_consecutive_failures: int = Field(3, ge=1)
     memory_limit_mb: float | None = Field(None, gt=0)
+    heartbeat_s: int = Field(10, ge=1, le=3600)
+    heartbeat_grace_s: int = Field(60, ge=2, le=86400)
+
+    @model_validator(mode="after")
+    def _grace(self) -> StudySection:
+        if self.heartbeat_grace_s <= self.heartbeat_s:
+            raise ValueError(
+                f"heartbeat_grace_s ({self.heartbeat_grace_s}) must be longer than heartbeat_s ({self.heartbeat_s})"
+            )
+        return self
 
 
 class Bound(_Strict):
@@ -244,17 +281,18 @@ def storage_url(storage: str | None, base_dir: Path, *, default: str | None = No
         if anchor.name == "workloads":
             anchor = anchor.parent
         return "sqlite:///" + str((anchor / default).resolve())
-    if "://" in storage:
+    journal = storage.startswith("journal:")
+    if "://" in storage and not journal:
         return storage
-    path = Path(storage).expanduser()
+    path = Path(storage.removeprefix("journal:")).expanduser()
     if not path.is_absolute():
         path = (base_dir / path).resolve()
-    return "sqlite:///" + str(path)
+    return ("journal:" if journal else "sqlite:///") + str(path)
 
 
 def check_axis_value(name: str, value: Any, *, where: str) -> Any:
     """Validate one concrete axis value (type and range) and return it."""
-    if name in INT_AXES or (name.startswith("stages.") and name.endswith(".workers")):
+    if name in INT_AXES or (name.startswith("stages.") and name.endswith((".workers", ".queue"))):
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{where} = {value!r}: expected a positive integer")
         if not 1 <= value <= MAX_AXIS_VALUE:
@@ -292,8 +330,8 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
     lines = _LineMap.build(text, where)
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as err:  # pragma: no cover - compose above already raised
-        raise SpecError(f"{where}: YAML error: {err}") from None
+    except yaml.YAMLError as err:  # a tag compose accepts but no safe constructor knows (!!python/...)
+        raise SpecError(_yaml_error(err, where)) from None
     if data is None:
         raise SpecError(f"{where}: the file is empty; expected a mapping with at least a 'workload' key")
     if not isinstance(data, dict):
@@ -324,6 +362,27 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
             )
     if model.workload.kind == "pool" and validate_backend:
         _check_backend(model, where, lines)
+    if model.workload.kind == "pipeline":
+        _check_pipeline(model, axes, where, lines, base_dir, validate_backend=validate_backend)
+    else:
+        for key in PIPELINE_KEYS:
+            if key in model.workload.model_fields_set:
+                raise SpecError(
+                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: pipeline "
+                    f"(this workload is kind: {model.workload.kind})"
+                )
+        for key in axes:
+            if key.startswith("stages.") and model.workload.kind == "pool":
+                raise SpecError(f"{where}:{lines.line(('search', key))}: search.{key}: stages are for kind: pipeline")
+    if model.workload.kind == "command":
+        _check_command(model, axes, objectives, where, lines)
+    else:
+        for key in COMMAND_KEYS:
+            if key in model.workload.model_fields_set:
+                raise SpecError(
+                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: command "
+                    f"(this workload is kind: {model.workload.kind})"
+                )
     spec = Spec(name=name, path=path, text=text, model=model, axes=axes, objectives=objectives, base_dir=base_dir)
     return _with_hash(spec)
 
@@ -331,6 +390,10 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
 def _with_hash(spec: Spec) -> Spec:
     """Hash what changes measurements (workload, search, objectives, constraints, knee, measure)."""
     content = spec.model.model_dump(mode="json", exclude={"study"})
+    # keys of other kinds, left unset, do not change the hash (studies made before they existed resume)
+    kind_keys = set(COMMAND_KEYS) | set(PIPELINE_KEYS)
+    for key in kind_keys - spec.model.workload.model_fields_set:
+        content["workload"].pop(key, None)
     content["name"] = spec.name
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Spec(**{**spec.__dict__, "spec_hash": digest})
@@ -368,6 +431,117 @@ def _check_backend(model: WorkloadFile, where: str, lines: _LineMap) -> None:
         backend_cls.validate_options(model.workload.options)
     except BackendError as err:
         raise SpecError(f"{where}:{lines.line(('workload', 'options'))}: workload.options: {err}") from None
+
+
+def _check_pipeline(
+    model: WorkloadFile,
+    axes: Mapping[str, Axis],
+    where: str,
+    lines: _LineMap,
+    base_dir: Path,
+    *,
+    validate_backend: bool,
+) -> None:
+    """The stage list, the ``stages.<name>.workers|queue`` axes, the image folder, and the infer backend."""
+    from tuner.workloads.stages import STAGE_TYPES, StageSpecError, validate_stages
+
+    workload = model.workload
+    if workload.stages is None:
+        raise SpecError(
+            f"{where}:{lines.line(('workload',))}: workload.stages: missing; kind: pipeline needs an ordered list "
+            f"of stages (types: {', '.join(STAGE_TYPES)})"
+        )
+    try:
+        stages = validate_stages(workload.stages)
+    except StageSpecError as err:
+        loc = ("workload", "stages", *err.loc)
+        raise SpecError(f"{where}:{lines.line(loc)}: {_dotted(loc)}{err.detail}") from None
+    by_name = {s.name: s for s in stages}
+    for key in axes:
+        if not key.startswith("stages."):
+            continue
+        at = f"{where}:{lines.line(('search', key))}: search.{key}"
+        parts = key.split(".")
+        if len(parts) != 3 or parts[2] not in ("workers", "queue"):
+            raise SpecError(f"{at}: unknown axis; expected stages.<stage name>.workers or stages.<stage name>.queue")
+        stage = by_name.get(parts[1])
+        if stage is None:
+            raise SpecError(
+                f"{at}: unknown stage {parts[1]!r}{_nearest(parts[1], by_name)} (stages: {', '.join(by_name)})"
+            )
+        if stage.type == "infer" and parts[2] == "workers":
+            raise SpecError(
+                f"{at}: the infer stage's workers are its pool_size instances (each with requests_per_sync "
+                "requests in flight); search pool_size and requests_per_sync"
+            )
+        if stage.type == "read" and parts[2] == "queue":
+            raise SpecError(f"{at}: the read stage is the source; it has no input queue")
+    if workload.images is not None and workload.synthetic is not None:
+        raise SpecError(
+            f"{where}:{lines.line(('workload', 'synthetic'))}: workload.synthetic: give images (a folder) or "
+            "synthetic (a generated set), not both"
+        )
+    if workload.images is not None:
+        from tuner.workloads.images import ImagesError, list_images
+
+        folder = Path(workload.images).expanduser()
+        try:
+            list_images(folder if folder.is_absolute() else base_dir / folder)
+        except ImagesError as err:
+            raise SpecError(
+                f"{where}:{lines.line(('workload', 'images'))}: workload.images = {workload.images!r}: {err}"
+            ) from None
+    if any(s.type == "infer" for s in stages) and validate_backend:
+        _check_backend(model, where, lines)
+
+
+def _check_command(
+    model: WorkloadFile, axes: Mapping[str, Axis], objectives: Sequence[tuple[str, str]], where: str, lines: _LineMap
+) -> None:
+    """Placeholders name known axes, searched axes are used, regexes and expressions compile."""
+    from tuner.workloads.command import MEASURED_BY_TUNER, check_workload, parse_metrics_declared
+
+    workload = model.workload
+    for key in axes:
+        if key.startswith("stages."):
+            raise SpecError(f"{where}:{lines.line(('search', key))}: search.{key}: stages are for kind: pipeline")
+    for key, value in workload.options.items():
+        check_axis_value(
+            f"options.{key}", value, where=f"{where}:{lines.line(('workload', 'options', key))}: workload.options.{key}"
+        )
+    searched = {n: a for n, a in axes.items() if a.kind != "fixed"}
+    problems = check_workload(workload, axes, searched)
+    if problems:
+        loc, message = problems[0]
+        raw = _value_at(model, loc)
+        shown = f" = {raw!r}" if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
+        raise SpecError(f"{where}:{lines.line(loc)}: {_dotted(loc)}{shown}: {message}")
+    declared = parse_metrics_declared(workload.parse)
+    if declared is None:
+        return
+    given = set(declared) | set(MEASURED_BY_TUNER)
+    for i, (metric, _direction) in enumerate(objectives):
+        if metric not in given:
+            raise SpecError(
+                f"{where}:{lines.line(('objectives', i))}: objectives[{i}]: {metric!r} is neither parsed from the "
+                f"program's output (workload.parse gives {', '.join(declared)}) nor measured by tuner"
+            )
+    for metric in model.constraints:
+        if metric not in given:
+            raise SpecError(
+                f"{where}:{lines.line(('constraints', metric))}: constraints.{metric}: neither parsed from the "
+                f"program's output (workload.parse gives {', '.join(declared)}) nor measured by tuner"
+            )
+
+
+def _value_at(model: WorkloadFile, loc: Sequence[Any]) -> Any:
+    current: Any = model.model_dump()
+    for part in loc:
+        try:
+            current = current[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return current
 
 
 def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_backend: bool) -> dict[str, Axis]:
@@ -409,7 +583,8 @@ def _parse_axis(name: str, raw: Any, at: str) -> Axis:
             rng = RangeAxisModel.model_validate(raw)
         except ValidationError as err:
             e = _first_error(err)
-            key = ".".join(str(p) for p in e["loc"])
+            # pydantic names the member of ``int | float`` it tried ('low.int'): not a key of the file
+            key = ".".join(str(p) for p in e["loc"] if p not in ("int", "float"))
             if e["type"] == "extra_forbidden":
                 raise SpecError(
                     f"{at}.{key}: unknown key{_nearest(key, RangeAxisModel.model_fields)} "
@@ -418,12 +593,13 @@ def _parse_axis(name: str, raw: Any, at: str) -> Axis:
             if e["type"] == "missing":
                 raise SpecError(f"{at}: missing {key!r} (a range is {{low, high, step?, log?}})") from None
             suffix = f".{key}" if key else ""
-            raise SpecError(f"{at}{suffix} = {e.get('input')!r}: {_clean_msg(e['msg'])}") from None
+            expected = _EXPECT.get(e["type"]) or _clean_msg(e["msg"])
+            raise SpecError(f"{at}{suffix} = {e.get('input')!r}: {expected}") from None
         for bound in ("low", "high"):
             value = getattr(rng, bound)
             if isinstance(value, float) and not math.isfinite(value):
                 raise SpecError(f"{at}.{bound} = {value!r}: expected a finite number")
-        if name in INT_AXES or name.endswith(".workers"):
+        if name in INT_AXES or (name.startswith("stages.") and name.endswith((".workers", ".queue"))):
             for bound in ("low", "high", "step"):
                 value = getattr(rng, bound)
                 if value is not None:
@@ -537,6 +713,44 @@ def _dotted(loc: Sequence[Any]) -> str:
     return out or "<top>"
 
 
+#: a workload file is a few levels deep and a few hundred values; far past that is refused before it is
+#: expanded (deep nesting overflows the stack; a few YAML aliases can expand to billions of values)
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
+
+
+def _yaml_error(err: yaml.YAMLError, where: str) -> str:
+    """One line: file, line, what PyYAML found (its messages span several lines)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or (str(err).strip().splitlines() or ["error"])[0]
+    return f"{where}{line}: YAML error: {problem}"
+
+
+def _check_shape(root: yaml.Node, where: str) -> None:
+    """Refuse a node tree deeper than MAX_YAML_DEPTH or larger than MAX_YAML_NODES with aliases expanded."""
+    stack = [(root, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_YAML_DEPTH:
+            raise SpecError(
+                f"{where}:{node.start_mark.line + 1}: YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)"
+            )
+        if count > MAX_YAML_NODES:
+            raise SpecError(
+                f"{where}: too many values (more than {MAX_YAML_NODES} with YAML aliases expanded); a workload file "
+                "is small"
+            )
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.append((key_node, depth + 1))
+                stack.append((value_node, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+
+
 class _LineMap:
     """Key path -> 1-based line number, from PyYAML's composed node tree."""
 
@@ -553,9 +767,12 @@ class _LineMap:
             problem = err.problem or "syntax error"
             raise SpecError(f"{where}{line}: YAML syntax error: {problem}") from None
         except yaml.YAMLError as err:
-            raise SpecError(f"{where}: YAML error: {err}") from None
+            raise SpecError(_yaml_error(err, where)) from None
+        except RecursionError:
+            raise SpecError(f"{where}: YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
         found: dict[tuple[Any, ...], int] = {}
         if node is not None:
+            _check_shape(node, where)
             cls._walk(node, (), found)
         return cls(found)
 

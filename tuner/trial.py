@@ -5,6 +5,9 @@ The parent never measures in its own process. It starts ``python -m tuner._worke
 watches the child's whole process tree with psutil: peak resident memory (summed over the tree) and
 CPU time during the measured part. A crash, a signal, a timeout or running out of memory comes back as
 a :class:`Failure` carrying the exit code / signal and the last lines of stderr; it never raises.
+
+:func:`run_process` is the launch-watch-kill part on its own, for any argv: ``run_job`` gives it the
+worker, :mod:`tuner.workloads.command` the user's program (the whole workload of ``kind: command``).
 """
 
 from __future__ import annotations
@@ -78,9 +81,15 @@ class _TreeWatcher:
         self._known: dict[int, psutil.Process] = {pid: self.root}
         self._cpu_dead = 0.0
         self._cpu_last: dict[int, float] = {}
+        # sampled from the poll loop and from the event reader thread (at measure_start/measure_end)
+        self._lock = threading.Lock()
 
     def sample(self) -> tuple[int, float]:
         """Return (tree RSS bytes, tree CPU seconds so far), updating the peak."""
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> tuple[int, float]:
         try:
             for child in self.root.children(recursive=True):
                 self._known.setdefault(child.pid, child)
@@ -104,63 +113,103 @@ class _TreeWatcher:
         return rss, cpu + self._cpu_dead
 
 
-def run_job(
-    job: Mapping[str, Any],
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """What :func:`run_process` saw of one child process and its tree."""
+
+    returncode: int | None
+    #: a limit the watcher enforced (``timeout`` or ``oom``) or a start failure (``error``), without the tail
+    failure: Failure | None
+    peak_rss_mb: float
+    #: CPU seconds of the whole tree over the run (user + system)
+    cpu_s: float
+    wall_s: float
+    #: the captured stderr (or the merged stdout + stderr with ``merge_output``), its last 1 MiB
+    output: str
+
+    def tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+LineSink = Callable[[bytes, "_TreeWatcher"], None]
+OUTPUT_KEEP_BYTES = 1 << 20
+
+
+def run_process(
+    argv: Sequence[str],
     *,
     timeout_s: float,
     memory_limit_mb: float | None = None,
-    on_event: EventSink | None = None,
     poll_s: float = 0.05,
-    python: str | None = None,
-    extra_env: Mapping[str, str] | None = None,
-) -> TrialResult:
-    """Run ``job`` in a child process; always returns a :class:`TrialResult` (KeyboardInterrupt aside)."""
-    on_event = on_event or (lambda _e: None)
-    params = dict(job.get("params", {}))
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    stderr_file = tempfile.TemporaryFile(mode="w+b")
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdin_data: bytes | None = None,
+    on_stdout_line: LineSink | None = None,
+    merge_output: bool = False,
+) -> ProcessOutcome:
+    """Run ``argv`` (never through a shell) in a new session and watch its whole process tree.
+
+    The tree's peak RSS and CPU time are sampled every ``poll_s``; past ``timeout_s`` or
+    ``memory_limit_mb`` the process group and every descendant seen are killed. After the child exits,
+    whatever it forked that is still alive is killed too. With ``on_stdout_line`` stdout is a pipe read
+    line by line on a thread (``on_stdout_line(line, watcher)``) and stderr is captured; with
+    ``merge_output`` stdout and stderr go to one capture, in the order the program wrote them. Never
+    raises for the child's behaviour: a program that cannot be started comes back as an ``error``.
+    """
+    env_map = dict(os.environ if env is None else env)
+    env_map.setdefault("PYTHONUNBUFFERED", "1")
+    capture = tempfile.TemporaryFile(mode="w+b")
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [python or sys.executable, "-m", "tuner._worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr_file,
-        start_new_session=True,
-        env=env,
-    )
-    events: list[dict[str, Any]] = []
-    watcher = _TreeWatcher(proc.pid)
-    cpu_marks: dict[str, tuple[float, float]] = {}
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            name = event.get("event")
-            if name in ("measure_start", "measure_end"):
-                _, cpu = watcher.sample()
-                cpu_marks[name] = (time.monotonic(), cpu)
-            events.append(event)
-            on_event(event)
-
     try:
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(job).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if on_stdout_line is not None else capture,
+            stderr=subprocess.STDOUT if merge_output and on_stdout_line is None else capture,
+            start_new_session=True,
+            env=env_map,
+            cwd=cwd,
+        )
+    except (OSError, ValueError) as err:  # ValueError: an embedded NUL byte
+        capture.close()
+        reason = getattr(err, "strerror", None) or str(err)
+        return ProcessOutcome(
+            None,
+            Failure("error", f"cannot start {list(argv)[:1]} (cwd {cwd or os.getcwd()}): {reason}"),
+            0.0,
+            0.0,
+            0.0,
+            "",
+        )
+    watcher = _TreeWatcher(proc.pid)
+    thread: threading.Thread | None = None
+    if on_stdout_line is not None:
+        sink = on_stdout_line
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                sink(raw, watcher)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+    if stdin_data is not None:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin_data)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
 
     failure: Failure | None = None
+    usage: Any = None
+    cpu_seen = 0.0
     try:
-        while proc.poll() is None:
-            rss, _ = watcher.sample()
+        while True:
+            usage = _reap(proc, block=False)
+            if proc.returncode is not None:
+                break
+            rss, cpu_seen = watcher.sample()
             elapsed = time.monotonic() - start
             if memory_limit_mb is not None and rss > memory_limit_mb * 2**20:
                 _kill_tree(proc, watcher)
@@ -179,29 +228,104 @@ def run_job(
         _kill_tree(proc, watcher)
         raise
     finally:
-        proc.wait()
+        if proc.returncode is None:
+            usage = _reap(proc, block=True)
         _kill_tree(proc, watcher)  # leftovers a program forked
-        thread.join(timeout=5)
+        if thread is not None:
+            thread.join(timeout=5)
     wall_s = time.monotonic() - start
-    stderr_tail = _tail(stderr_file)
-    stderr_file.close()
+    _, cpu_last = watcher.sample()  # the CPU of descendants that died meanwhile is kept
+    cpu_s = max(cpu_seen, cpu_last)
+    peak = watcher.peak_rss
+    if usage is not None:
+        # the child and the descendants it waited for, to the last tick (the sampler may miss the end)
+        cpu_s = max(cpu_s, usage.ru_utime + usage.ru_stime)
+        peak = max(peak, usage.ru_maxrss * 1024)
+    capture.seek(0, os.SEEK_END)
+    size = capture.tell()
+    capture.seek(max(0, size - OUTPUT_KEEP_BYTES))
+    output = capture.read().decode("utf-8", "replace")
+    capture.close()
+    return ProcessOutcome(proc.returncode, failure, peak / 2**20, cpu_s, wall_s, output)
+
+
+def _reap(proc: subprocess.Popen[bytes], *, block: bool) -> Any:
+    """Reap ``proc`` with ``wait4`` (for its resource usage); set ``proc.returncode``; return the usage."""
+    if proc.returncode is not None:
+        return None
+    try:
+        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere
+        proc.wait()
+        return None
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def run_job(
+    job: Mapping[str, Any],
+    *,
+    timeout_s: float,
+    memory_limit_mb: float | None = None,
+    on_event: EventSink | None = None,
+    poll_s: float = 0.05,
+    python: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> TrialResult:
+    """Run ``job`` in a ``python -m tuner._worker`` child; always returns a :class:`TrialResult`."""
+    sink = on_event or (lambda _e: None)
+    params = dict(job.get("params", {}))
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    events: list[dict[str, Any]] = []
+    cpu_marks: dict[str, tuple[float, float]] = {}
+
+    def on_line(raw: bytes, watcher: _TreeWatcher) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        name = event.get("event")
+        if name in ("measure_start", "measure_end"):
+            _, cpu = watcher.sample()
+            cpu_marks[name] = (time.monotonic(), cpu)
+        events.append(event)
+        sink(event)
+
+    outcome = run_process(
+        [python or sys.executable, "-m", "tuner._worker"],
+        timeout_s=timeout_s,
+        memory_limit_mb=memory_limit_mb,
+        poll_s=poll_s,
+        env=env,
+        stdin_data=json.dumps(job).encode(),
+        on_stdout_line=on_line,
+    )
+    wall_s = outcome.wall_s
+    stderr_tail = outcome.tail()
+    code = outcome.returncode
 
     result_event = next((e for e in reversed(events) if e.get("event") == "result"), None)
     error_event = next((e for e in reversed(events) if e.get("event") == "error"), None)
+    failure = outcome.failure
     if failure is not None:
-        failure = Failure(failure.kind, failure.message, proc.returncode, _signame(proc.returncode), stderr_tail)
+        failure = Failure(failure.kind, failure.message, code, _signame(code), stderr_tail)
     elif error_event is not None:
         kind: FailureKind = "oom" if error_event.get("type") == "MemoryError" else "error"
-        failure = Failure(kind, str(error_event.get("message")), proc.returncode, None, stderr_tail)
-    elif proc.returncode != 0 or result_event is None:
-        failure = _exit_failure(proc.returncode, stderr_tail, result_event is None)
+        failure = Failure(kind, str(error_event.get("message")), code, None, stderr_tail)
+    elif code != 0 or result_event is None:
+        failure = exit_failure(code, stderr_tail, result_event is None)
     if failure is not None:
-        return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=_partial(watcher))
+        return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=_partial(outcome))
 
     assert result_event is not None
     metrics = dict(result_event.get("metrics", {}))
     own_peak = float(metrics.pop("child_maxrss_mb", 0.0))
-    metrics["peak_rss_mb"] = max(watcher.peak_rss / 2**20, own_peak)
+    metrics["peak_rss_mb"] = max(outcome.peak_rss_mb, own_peak)
     if "measure_start" in cpu_marks and "measure_end" in cpu_marks:
         (t0, c0), (t1, c1) = cpu_marks["measure_start"], cpu_marks["measure_end"]
         cores = psutil.cpu_count() or 1
@@ -217,19 +341,22 @@ def run_job(
     )
 
 
-def _partial(watcher: _TreeWatcher) -> dict[str, Any]:
-    return {"peak_rss_mb": watcher.peak_rss / 2**20} if watcher.peak_rss else {}
+def _partial(outcome: ProcessOutcome) -> dict[str, Any]:
+    return {"peak_rss_mb": outcome.peak_rss_mb} if outcome.peak_rss_mb else {}
 
 
-def _exit_failure(code: int | None, stderr_tail: str, no_result: bool) -> Failure:
+def exit_failure(
+    code: int | None, stderr_tail: str, no_result: bool, who: str = "the trial process", silent: str = "no stderr"
+) -> Failure:
+    """The failure of a child that exited (``code``) without the result it owed."""
     if code is not None and code < 0:
         name = _signame(code)
         hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
-        return Failure("signal", f"the trial process died from {name}{hint}", code, name, stderr_tail)
+        return Failure("signal", f"{who} died from {name}{hint}", code, name, stderr_tail)
     if code:
-        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no stderr"
-        return Failure("crash", f"the trial process exited with code {code}: {last[:300]}", code, None, stderr_tail)
-    return Failure("no-result", "the trial process exited without a result", code, None, stderr_tail)
+        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else silent
+        return Failure("crash", f"{who} exited with code {code}: {last[:300]}", code, None, stderr_tail)
+    return Failure("no-result", f"{who} exited without a result", code, None, stderr_tail)
 
 
 def _signame(code: int | None) -> str | None:
@@ -251,12 +378,6 @@ def _kill_tree(proc: subprocess.Popen[bytes], watcher: _TreeWatcher) -> None:
             p.kill()
         except psutil.Error:
             pass
-
-
-def _tail(file: Any, lines: int = STDERR_TAIL_LINES) -> str:
-    file.seek(0)
-    data = file.read()[-64_000:].decode("utf-8", "replace")
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def aggregate_repeats(results: Sequence[TrialResult]) -> TrialResult:

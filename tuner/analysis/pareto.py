@@ -51,10 +51,42 @@ def pareto_front(trials: Iterable[TrialRecord], objectives: Sequence[tuple[str, 
         return []
     # larger is better in every column
     gain = np.array([[sign * float(r.metrics[name]) for name, sign in signs] for r in records], dtype=float)
-    keep = np.ones(len(records), dtype=bool)
-    for i in range(len(records)):
-        no_worse = (gain >= gain[i]).all(axis=1)
-        better = (gain > gain[i]).any(axis=1)
-        keep[i] = not bool((no_worse & better).any())
+    keep = _non_dominated(gain)
     order = sorted(np.flatnonzero(keep), key=lambda i: (*(-gain[i]).tolist(), records[i].number))
     return [records[i] for i in order]
+
+
+def _non_dominated(gain: np.ndarray) -> np.ndarray:
+    """Mask of the rows no other row dominates (larger is better in every column)."""
+    n, d = gain.shape
+    if d == 1:
+        return gain[:, 0] >= gain[:, 0].max()
+    if d == 2:
+        # sweep by the first column, best first: a row is dominated by a row with a larger first value and
+        # a second value at least as large, or by a row with an equal first value and a larger second value
+        order = np.lexsort((-gain[:, 1], -gain[:, 0]))
+        first, second = gain[order, 0], gain[order, 1]
+        new_group = np.ones(n, dtype=bool)
+        new_group[1:] = first[1:] != first[:-1]
+        group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+        running = np.maximum.accumulate(second)
+        before = np.where(group_start > 0, running[np.maximum(group_start - 1, 0)], -math.inf)
+        keep = np.zeros(n, dtype=bool)
+        keep[order] = (second > before) & (second >= second[group_start])
+        return keep
+    # any dominated row is dominated by a row of the front, and comes after it in descending lexicographic
+    # order: so one pass in that order, checking each row against the front found so far
+    order = np.lexsort(tuple(-gain[:, k] for k in reversed(range(d))))
+    front = np.empty_like(gain)
+    size = 0
+    keep = np.zeros(n, dtype=bool)
+    for i in order:
+        row = gain[i]
+        if size:
+            head = front[:size]
+            if ((head >= row).all(axis=1) & (head > row).any(axis=1)).any():
+                continue
+        front[size] = row
+        size += 1
+        keep[i] = True
+    return keep

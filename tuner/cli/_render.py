@@ -34,7 +34,9 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
     table.add_column("#", justify="right")
     for n in varying:
         table.add_column(n.replace("options.", "opt.").replace("requests_per_sync", "req/sync"), justify="right")
-    for col in ("qps", "p50 ms", "p99 ms", "rss MiB", "cpu", "stable", ""):
+    # pipelines: the stage that limits each trial
+    bottleneck = any("bottleneck" in r["metrics"] for r in records)
+    for col in ("qps", "p50 ms", "p99 ms", "rss MiB", "cpu", "stable", *(("bottleneck",) if bottleneck else ()), ""):
         table.add_column(col, justify="right")
     for r in records:
         m = r["metrics"]
@@ -47,6 +49,7 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
             _num(m.get("peak_rss_mb"), 4),
             _num(m.get("cpu_util"), 2),
             "yes" if m.get("stable") else "no",
+            *((str(m.get("bottleneck", "-")),) if bottleneck else ()),
             mark.get(r["number"], ""),
         )
     return table

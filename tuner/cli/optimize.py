@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +40,35 @@ def optimize(
     if sampler:
         spec = _with_sampler(spec, sampler)
     progress = _Progress()
-    with progress:
-        result = run_optimize(
-            spec,
-            storage=storage,
-            new=new,
-            remeasure=remeasure,
-            trials=trials,
-            timeout_s=timeout,
-            allow_platform_mix=allow_platform_mix,
-            on_event=progress.on_event,
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops like Ctrl-C: the study stays resumable
+    try:
+        with progress:
+            result = run_optimize(
+                spec,
+                storage=storage,
+                new=new,
+                remeasure=remeasure,
+                trials=trials,
+                timeout_s=timeout,
+                allow_platform_mix=allow_platform_mix,
+                on_event=progress.on_event,
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: the trial in progress is marked interrupted and will be measured again; every finished "
+            "trial is in the study. Run the same command to resume"
         )
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     import optuna
 
-    url = storage or spec.storage_url()
-    from tuner.study import storage_url
+    from tuner.study import storage_errors, storage_url
 
-    study = optuna.load_study(study_name=result.study_name, storage=open_storage(storage_url(url), heartbeat=False))
-    report = study_report(study, top=top)
+    url = storage_url(storage) if storage else spec.storage_url()
+    with storage_errors("cannot read the study back from", url):
+        study = optuna.load_study(study_name=result.study_name, storage=open_storage(url, heartbeat=False))
+        report = study_report(study, top=top)
     report["stop_reason"] = result.stop_reason
     if json_out:
         print_json(report)
@@ -65,6 +77,10 @@ def optimize(
 
     err_console.print(f"stopped: {result.stop_reason}")
     render_report(out_console, report, top=top)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _with_sampler(spec: Any, sampler: str) -> Any:
@@ -101,11 +117,12 @@ class _Progress:
         self.current = ""
 
     def __enter__(self) -> _Progress:
-        self.progress.__enter__()
+        self.started = False  # shown from the first event on: an error before the study starts is one line
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+        if self.started:
+            self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def _update(self, child: str = "") -> None:
         status = f"{self.current} {child} | best {self.best} qps | knee {self.knee}"
@@ -114,10 +131,19 @@ class _Progress:
     def on_event(self, event: dict[str, Any]) -> None:
         from tuner.cli._render import fmt_params
 
+        if not self.started:
+            self.progress.__enter__()
+            self.started = True
         name = event.get("event")
         if name == "study":
             self.progress.update(self.task, total=event["target"], completed=event["measured"])
             err_console.print(f"study {event['name']} in {event['storage']} ({event['measured']} measured so far)")
+        elif name == "notice":
+            err_console.print(f"note: {event['message']}")
+        elif name == "waiting":
+            err_console.print(
+                f"  waiting: the rest of the budget is being measured by other workers ({event['in_flight']} in flight)"
+            )
         elif name == "trial_start":
             self.current = fmt_params({k: v for k, v in event["params"].items()})
             self._update("loading")
@@ -131,7 +157,7 @@ class _Progress:
                 self.progress.advance(self.task)
             if outcome == "measured-failed":
                 err_console.print(f"  trial {event['number']} failed: {event.get('failure')}")
-            elif outcome == "skipped":
+            elif outcome in ("skipped", "yielded"):
                 err_console.print(f"  trial {event['number']} skipped: {event.get('skip_reason')}")
         elif name == "knee":
             self.best = f"{event['plateau_qps']:.4g}" if event.get("plateau_qps") else "-"

@@ -19,13 +19,29 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print one JSON document: {params, metrics, ...}"),
     repeats: int = typer.Option(None, "--repeats", min=1, help="measure N times in fresh processes (median)"),
     timeout: float = typer.Option(None, "--timeout", help="seconds before the child is killed"),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="the file is a 'tuner export --format tuner' file: check that this machine reproduces the study's "
+        "qps and p99 (exit 1 when not)",
+    ),
+    verify_tolerance: float = typer.Option(
+        0.10, "--verify-tolerance", min=0.0, max=0.99, help="--verify: allowed shortfall (qps) / excess (p99)"
+    ),
 ) -> None:
     """Measure one configuration: warm-up, steady-state windows, metrics."""
-    from tuner.errors import TrialFailed
+    from tuner.errors import SpecError, TrialFailed
     from tuner.platform import fingerprint
     from tuner.runner import measure_config
     from tuner.spec import load_spec
 
+    provenance = None
+    if verify:
+        from tuner.export import read_provenance_file
+
+        provenance = read_provenance_file(workload)
+        if set_:
+            raise SpecError("--verify re-measures the exported configuration as it is; drop --set")
     spec = load_spec(workload)
     params = spec.resolve_params(parse_sets(set_))
     with err_console.status("loading model ...") as status:
@@ -46,10 +62,24 @@ def run(
         "versions": dict(result.versions),
         "platform": fingerprint(),
     }
+    verdict = None
+    if provenance is not None:
+        from tuner.export import verify as check
+
+        verdict = check(provenance, result.metrics, tolerance=verify_tolerance, params=result.params)
+        document["verify"] = verdict.to_dict()
     if json_out:
         print_json(document)
     else:
         _render(document)
+        if verdict is not None:
+            style = "green" if verdict.reproduced else "bold red"
+            lines = verdict.lines()
+            out_console.print(lines[0], style=style, markup=False, soft_wrap=True)
+            for line in lines[1:]:
+                out_console.print(line, soft_wrap=True, markup=False)
+    if verdict is not None and not verdict.reproduced:
+        raise typer.Exit(1)
 
 
 def _progress_text(event: dict[str, Any]) -> str:

@@ -231,7 +231,11 @@ class KneeSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        observations = [observation_of(t) for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        observations = [
+            observation_of(t)
+            for t in study.get_trials(deepcopy=False)
+            if t.number != trial.number and not _interrupted(t)
+        ]
         cfg = self._planner.next(observations)
         if cfg is None:
             return {}
@@ -262,3 +266,11 @@ def observation_of(t: FrozenTrial) -> Observation:
     qps = t.user_attrs.get("qps") if t.state == optuna.trial.TrialState.COMPLETE else None
     feasible = bool(t.user_attrs.get("feasible", True))
     return Observation(params=params, qps=float(qps) if qps is not None else None, feasible=feasible)
+
+
+def _interrupted(t: FrozenTrial) -> bool:
+    """A FAIL trial that was never measured (Ctrl-C, a dead worker, a spooled result): its config is open
+    again, so the plan proposes it again on resume."""
+    from tuner.study import is_measured
+
+    return t.state == TrialState.FAIL and not is_measured(t)

@@ -1,0 +1,344 @@
+"""OpenVINO backend (extra ``openvino``): compiled models driven through ``AsyncInferQueue``.
+
+How the axes map
+----------------
+* ``pool_size`` -> **streams of one compiled model** (``pool_mode: streams``, the default): one model is
+  compiled with ``NUM_STREAMS = pool_size`` and shared by the pool; each pool worker drives it through its
+  own ``AsyncInferQueue``. This is OpenVINO's own throughput mechanism (what the throughput hint and
+  ``benchmark_app -nstreams`` do): the CPU plugin gives every stream its own cores and thread pool, the
+  weights are held once (separate compiled models hold them ``pool_size`` times), and compiling once keeps
+  ``load_s`` flat. ``pool_mode: instances`` compiles ``pool_size`` separate models (``NUM_STREAMS = 1``
+  each, or ``num_streams``) for runtimes whose instances are the lever (the NPU-pool pattern); it is an
+  option, so a study can search both. Measured on zoo resnet50 (2-core EPYC, f32, batch 1, 2 requests
+  in flight): see the README ("OpenVINO") for the figures behind the default.
+* ``threads`` -> ``INFERENCE_NUM_THREADS``, *per stream*: a compiled model gets ``threads x its streams``
+  (streams mode: ``threads x pool_size``; instances mode: ``threads``), so ``pool_size x threads`` is the
+  number of cores the pool asks for in both modes, as for ONNX Runtime.
+* ``requests_per_sync`` -> infer requests in flight per instance: each instance owns an ``AsyncInferQueue``
+  of that many jobs, :meth:`OvInstance.submit` is ``start_async`` on it (native, no driver threads).
+* ``batch_size`` -> the model is reshaped to ``[batch, ...]`` before compiling (dim 0 is the batch).
+
+Options (fixed or searched): ``performance_hint`` (``none``: the axes decide streams and threads;
+``latency``/``throughput``: the device picks the streams within the thread budget, unless ``num_streams``
+is set), ``num_streams`` (explicit ``NUM_STREAMS`` per compiled model), ``inference_precision`` (default
+``f32``: some CPUs (AMX/AVX-512 BF16) silently run bf16 otherwise, and numbers would not compare with
+ONNX Runtime; ``auto`` leaves it to the device), ``device`` (default ``CPU``), ``pool_mode``,
+``enable_cpu_pinning``, ``config`` (any other compile property, verbatim).
+
+Every trial records what the device *resolved*, read back from the compiled model (``NUM_STREAMS``,
+``OPTIMAL_NUMBER_OF_INFER_REQUESTS``, ``INFERENCE_PRECISION_HINT``, ``INFERENCE_NUM_THREADS``,
+``PERFORMANCE_HINT``, ``ENABLE_CPU_PINNING``, ``EXECUTION_DEVICES``) and the precisions the compute
+layers of the runtime graph really execute in (``executed_precisions``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuner.backends.base import Backend, DoneCallback, Instance, RuntimeConfig
+from tuner.errors import BackendError, ModelError
+
+#: properties read back from every compiled model (what the device resolved)
+RESOLVED_PROPERTIES = (
+    "NUM_STREAMS",
+    "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+    "INFERENCE_PRECISION_HINT",
+    "INFERENCE_NUM_THREADS",
+    "PERFORMANCE_HINT",
+    "ENABLE_CPU_PINNING",
+    "EXECUTION_DEVICES",
+)
+#: runtime-graph layer types whose precision is "the precision the model ran in"
+_COMPUTE_LAYERS = frozenset(
+    {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm", "BinaryConvolution"}
+)
+
+
+class OpenVinoOptions(BaseModel):
+    """Compile options tuner applies (anything else stays at the device's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("CPU", min_length=1, description="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
+    pool_mode: Literal["streams", "instances"] = Field(
+        "streams", description="pool_size -> streams of one compiled model, or separate compiled models"
+    )
+    performance_hint: Literal["none", "latency", "throughput"] = Field(
+        "none", description="none: the axes set NUM_STREAMS; latency/throughput: the device picks them"
+    )
+    num_streams: int | None = Field(None, ge=1, le=1024, description="explicit NUM_STREAMS per compiled model")
+    inference_precision: Literal["f32", "bf16", "f16", "auto"] = Field(
+        "f32", description="INFERENCE_PRECISION_HINT (auto: the device's default, bf16 on some CPUs)"
+    )
+    enable_cpu_pinning: bool | None = Field(None, description="ENABLE_CPU_PINNING (None: device default)")
+    config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="further compile properties, passed verbatim"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A property value as JSON-able data (``<Type: 'float32'>`` -> ``"f32"``, enums -> names)."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    to_string = getattr(value, "to_string", None)
+    if callable(to_string):
+        try:
+            return str(to_string())
+        except Exception:  # noqa: BLE001 - fall back to str()
+            pass
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else str(value)
+
+
+class _Compiled:
+    """One compiled model and the instances that share it."""
+
+    def __init__(self, compiled: Any, streams_asked: int | None) -> None:
+        self.model = compiled
+        self.streams_asked = streams_asked
+        self.users = 0
+        self._resolved: dict[str, Any] | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        if self._resolved is None:
+            out: dict[str, Any] = {}
+            for key in RESOLVED_PROPERTIES:
+                try:
+                    out[key] = _plain(self.model.get_property(key))
+                except Exception:  # noqa: BLE001 - not every device reports every property
+                    out[key] = None
+            out["executed_precisions"] = _executed_precisions(self.model)
+            self._resolved = out
+        return dict(self._resolved)
+
+
+def _executed_precisions(compiled: Any) -> dict[str, int]:
+    """How many compute layers of the runtime graph run in each precision, e.g. ``{"f32": 54}``."""
+    counts: Counter[str] = Counter()
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" not in info or "runtimePrecision" not in info:
+                continue
+            if info["layerType"].astype(str) in _COMPUTE_LAYERS:
+                counts[info["runtimePrecision"].astype(str)] += 1
+    except Exception:  # noqa: BLE001 - a device without a runtime graph (e.g. some plugins)
+        return {}
+    return dict(counts)
+
+
+class OvInstance(Instance):
+    """One pool worker's view: a compiled model (maybe shared) and its own AsyncInferQueue."""
+
+    def __init__(self, backend: OpenVinoBackend, config: RuntimeConfig, compiled: _Compiled, key: Any) -> None:
+        import openvino as ov
+
+        super().__init__(config)
+        self._backend = backend
+        self._key = key
+        self._compiled = compiled
+        self._rng = np.random.default_rng(config.index)
+        self._queue = ov.AsyncInferQueue(compiled.model, max(1, config.requests_per_sync))
+        self._queue.set_callback(_completed)
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+
+    def prepare_inputs(self) -> dict[int, np.ndarray]:
+        feed: dict[int, np.ndarray] = {}
+        for i, port in enumerate(self._compiled.model.inputs):
+            shape = list(port.get_shape())
+            dtype = np.dtype(port.get_element_type().to_dtype())
+            if np.issubdtype(dtype, np.floating):
+                feed[i] = self._rng.standard_normal(shape).astype(dtype)
+            else:
+                feed[i] = np.zeros(shape, dtype=dtype)
+        return feed
+
+    def infer(self, inputs: dict[int, np.ndarray]) -> Any:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self._compiled.model.create_infer_request()
+        try:
+            return request.infer(inputs, share_inputs=True)
+        finally:
+            self._idle.put(request)
+
+    def submit(self, inputs: dict[int, np.ndarray], done: DoneCallback) -> None:
+        """``start_async`` on this instance's queue; ``done`` runs on OpenVINO's callback thread."""
+        try:
+            self._queue.start_async(inputs, userdata=done, share_inputs=True)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            done(err)
+
+    def applied_options(self) -> dict[str, Any]:
+        opts: OpenVinoOptions = self._backend.options  # type: ignore[assignment]
+        applied = self._compiled.resolved()
+        applied.update(
+            {
+                "device": opts.device,
+                "pool_mode": opts.pool_mode,
+                "performance_hint_asked": opts.performance_hint,
+                "num_streams_asked": self._compiled.streams_asked,
+                "inference_precision_asked": opts.inference_precision,
+                "compiled_models": 1 if opts.pool_mode == "streams" else self.config.pool_size,
+                "requests_in_flight_per_instance": self.config.requests_per_sync,
+                "input_shapes": [list(p.get_shape()) for p in self._compiled.model.inputs],
+            }
+        )
+        return applied
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.wait_all()
+        finally:
+            self._queue = None
+            while not self._idle.empty():
+                self._idle.get_nowait()
+            self._backend._release(self._key)
+            super().close()
+
+
+def _completed(_request: Any, done: DoneCallback) -> None:
+    done(None)
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    options_model = OpenVinoOptions
+
+    def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self._core: Any = None
+        self._models: dict[int, Any] = {}
+        self._compiled: dict[Any, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def _ov_core(self) -> Any:
+        if self._core is None:
+            try:
+                import openvino as ov
+            except ImportError as err:
+                raise BackendError(
+                    f"backend 'openvino' needs the openvino package: pip install 'tuner[openvino]' ({err})"
+                ) from None
+            self._core = ov.Core()
+            opts: OpenVinoOptions = self.options  # type: ignore[assignment]
+            base = opts.device.split(":", 1)[0].split(".", 1)[0]
+            virtual = base in ("AUTO", "MULTI", "HETERO", "BATCH")
+            available = self._core.available_devices
+            if not virtual and not any(d == opts.device or d.split(".", 1)[0] == opts.device for d in available):
+                raise BackendError(f"OpenVINO device {opts.device!r} is not available here (available: {available})")
+        return self._core
+
+    def _read(self, batch: int) -> Any:
+        """The model reshaped to ``batch`` (read once per batch size)."""
+        if batch in self._models:
+            return self._models[batch]
+        import openvino as ov
+
+        core = self._ov_core()
+        try:
+            model = core.read_model(str(self.model))
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses
+            raise ModelError(f"OpenVINO could not read {self.model}: {str(err).strip().splitlines()[0]}") from None
+        shapes = {}
+        for port in model.inputs:
+            pshape = port.get_partial_shape()
+            if pshape.rank.is_dynamic or len(pshape) == 0:
+                raise BackendError(f"input {port.get_any_name()!r} has a dynamic rank; fix it in the model")
+            dims = [batch]
+            for i, dim in enumerate(list(pshape)[1:], start=1):
+                if dim.is_dynamic:
+                    raise BackendError(
+                        f"input {port.get_any_name()!r} has a dynamic non-batch dimension {i}; fix it in the model"
+                    )
+                dims.append(dim.get_length())
+            shapes[port] = ov.PartialShape(dims)
+        try:
+            model.reshape(shapes)
+        except Exception as err:  # noqa: BLE001
+            raise BackendError(
+                f"OpenVINO could not reshape {self.model} to batch {batch}: {str(err).strip().splitlines()[0]}"
+            ) from None
+        self._models[batch] = model
+        return model
+
+    def compile_config(self, config: RuntimeConfig) -> tuple[dict[str, Any], int | None]:
+        """The properties one compiled model gets for ``config``, and the NUM_STREAMS asked (None: device's)."""
+        opts: OpenVinoOptions = self.options  # type: ignore[assignment]
+        streams_mode = opts.pool_mode == "streams"
+        if opts.num_streams is not None:
+            streams: int | None = opts.num_streams
+        elif opts.performance_hint == "none":
+            streams = config.pool_size if streams_mode else 1
+        else:
+            streams = None  # the hint decides
+        props: dict[str, Any] = {}
+        if opts.performance_hint != "none":
+            props["PERFORMANCE_HINT"] = opts.performance_hint.upper()
+        if streams is not None:
+            props["NUM_STREAMS"] = streams
+        budget = streams if streams is not None else (config.pool_size if streams_mode else 1)
+        props["INFERENCE_NUM_THREADS"] = config.threads * budget
+        if opts.inference_precision != "auto":
+            props["INFERENCE_PRECISION_HINT"] = opts.inference_precision
+        if opts.enable_cpu_pinning is not None:
+            props["ENABLE_CPU_PINNING"] = opts.enable_cpu_pinning
+        props.update(opts.config)
+        return props, streams
+
+    def open(self, config: RuntimeConfig) -> OvInstance:
+        opts: OpenVinoOptions = self.options  # type: ignore[assignment]
+        key: Any = (config.threads, config.batch_size, config.pool_size)
+        if opts.pool_mode == "instances":
+            key = key + (config.index,)
+        with self._lock:
+            shared = self._compiled.get(key)
+            if shared is None:
+                model = self._read(config.batch_size)
+                props, streams = self.compile_config(config)
+                try:
+                    compiled = self._ov_core().compile_model(model, opts.device, props)
+                except Exception as err:  # noqa: BLE001
+                    raise BackendError(
+                        f"OpenVINO could not compile {self.model} for {opts.device} with {props}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                    ) from None
+                shared = self._compiled[key] = _Compiled(compiled, streams)
+            shared.users += 1
+        return OvInstance(self, config, shared, key)
+
+    def _release(self, key: Any) -> None:
+        with self._lock:
+            shared = self._compiled.get(key)
+            if shared is not None:
+                shared.users -= 1
+                if shared.users <= 0:
+                    del self._compiled[key]
+
+    def versions(self) -> dict[str, str]:
+        try:
+            from importlib.metadata import version
+
+            return {"openvino": version("openvino")}
+        except Exception:  # noqa: BLE001 - not installed as a distribution
+            try:
+                import openvino as ov
+
+                return {"openvino": str(ov.__version__)}
+            except ImportError:
+                return {}
