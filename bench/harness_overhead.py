@@ -17,8 +17,9 @@ Both sides pay the same process isolation (a fresh interpreter, model load outsi
 pair is printed with two contention-robust diagnostics besides the qps: the CPU time per request of
 each side's measuring process (the tuner child's from its ``cpu_util``, the hand loop's from
 ``time.process_time``), and the CPU the tuner *parent* (this process: ``run_job``'s poll loop with its
-psutil tree watcher, and the event reader) used, as a share of one core. Each pair is printed; per model the ratio of medians (tuner / hand loop) is printed last, next to its
-target (>= 0.98 for resnet50, >= 0.90 for tiny). The last line is the headline.
+psutil tree watcher, and the event reader) used, as a share of one core. Per model the ratio of
+medians (tuner / hand loop) is printed last, next to its target (>= 0.98 for resnet50, >= 0.90 for
+tiny). The last line is the headline.
 
 Run: ``python bench/harness_overhead.py`` (about 4-6 minutes on 2 cores with the defaults);
 ``--rounds``, ``--models``, ``--max-s`` etc. shrink or grow it. Timings taken on a shared or busy

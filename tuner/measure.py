@@ -4,16 +4,17 @@ Runs inside the trial's child process. A *source* is anything that keeps complet
 appends ``(t_done, latency_s)`` to a shared list (the pool workload's drivers do). The controller
 never touches the requests: it only looks at that list at window boundaries.
 
-Window throughput is anchored on completions, not on the window's clock edges: a window's qps is
+Throughput is anchored on completions, not on clock edges: a window's qps is
 ``n x batch / (t_last - t_prev)`` where ``t_last`` is its last completion and ``t_prev`` the last one
 before it. With 15 slow requests per window, counting whole requests per clock window would swing by
-1/15 = 7 % from quantisation alone; the anchored estimate does not. The contract ``qps`` over the whole
-measured part is still ``completed requests x batch / measured seconds``.
+1/15 = 7 % from quantisation alone; the anchored estimate does not. The contract ``qps`` is
+``completed requests x batch / measured seconds`` where the measured part runs from the last completion
+before measurement starts to the last completion of the last window, so it is anchored the same way.
+Each window only looks at the completions new since the last one (no re-sorting of the whole run).
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def measure_steady_state(
     emit: EventSink | None = None,
     *,
     clock: Callable[[], float] = time.perf_counter,
-    poll_s: float = 0.01,
+    poll_s: float = 0.025,
 ) -> dict[str, Any]:
     """Warm up, then measure windows until stable or ``max_s``; return the contract metrics.
 
@@ -125,44 +126,51 @@ def measure_steady_state(
 
     t_start = clock()
     emit({"event": "measure_start"})
-    window_edges = [t_start]
+    seen = len(done)
+    # the measured part is anchored on completions: from the last completion before it starts to the
+    # last completion of its last window (so neither end cuts a request period in two)
+    anchor0 = max(t for t, _ in done[:seen])
+    anchor = anchor0
+    window_start = t_start
     window_qps: list[float] = []
     stable = False
-    seen = len(done)
+    t_last = anchor0
     while True:
         check()
         now = clock()
-        elapsed_in_window = now - window_edges[-1]
         count_now = len(done)
         out_of_time = now >= deadline
-        if (elapsed_in_window >= settings.window_s and count_now - seen >= settings.min_window_requests) or (
+        if (now - window_start >= settings.window_s and count_now - seen >= settings.min_window_requests) or (
             out_of_time and count_now > seen
         ):
-            window_edges.append(now)
-            times = sorted(t for t, _ in done[:count_now])
-            window_qps.append(_anchored_qps(times, window_edges[-2], now, source.batch_size))
+            new = [t for t, _ in done[seen:count_now]]
+            inside = [t for t in new if t > anchor]
             seen = count_now
-            stable = is_stable(window_qps, settings.stable_windows, settings.stability)
-            emit(
-                {
-                    "event": "window",
-                    "index": len(window_qps),
-                    "qps": window_qps[-1],
-                    "stable": stable,
-                    "elapsed_s": now - t0,
-                }
-            )
-            if stable:
-                break
+            window_start = now
+            if inside:
+                last = max(inside)
+                span = last - anchor
+                window_qps.append(len(inside) * source.batch_size / span if span > 0 else 0.0)
+                anchor = t_last = last
+                stable = is_stable(window_qps, settings.stable_windows, settings.stability)
+                emit(
+                    {
+                        "event": "window",
+                        "index": len(window_qps),
+                        "qps": window_qps[-1],
+                        "stable": stable,
+                        "elapsed_s": now - t0,
+                    }
+                )
+                if stable:
+                    break
         if out_of_time:
             break
         time.sleep(poll_s)
 
-    t_end = window_edges[-1]
     emit({"event": "measure_end"})
-    snapshot = list(done)
-    measured = [(t, lat) for t, lat in snapshot if t_start < t <= t_end]
-    measured_s = t_end - t_start
+    measured = [(t, lat) for t, lat in done[:seen] if anchor0 < t <= t_last]
+    measured_s = t_last - anchor0
     if not measured or measured_s <= 0:
         raise MeasurementError(f"no request completed in the measured part (max_s = {settings.max_s} s)")
     requests = len(measured)
@@ -176,17 +184,3 @@ def measure_steady_state(
         "window_qps": window_qps,
     }
     return metrics
-
-
-def _anchored_qps(sorted_times: list[float], lo: float, hi: float, batch: int) -> float:
-    """Completions in (lo, hi] per second, measured from the completion before ``lo`` to the last one."""
-    first = bisect.bisect_right(sorted_times, lo)
-    last = bisect.bisect_right(sorted_times, hi)
-    n = last - first
-    if n <= 0:
-        return 0.0
-    prev = sorted_times[first - 1] if first > 0 else lo
-    span = sorted_times[last - 1] - prev
-    if span <= 0:
-        return n * batch / (hi - lo)
-    return n * batch / span
