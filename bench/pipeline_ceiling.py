@@ -11,7 +11,7 @@ back to back on this machine:
   knee's ``threads``, ``batch_size`` and ``requests_per_sync``, over the searched ``pool_size`` values
   (the infer stage's workers);
 * the **whole pipeline** at the knee of the workload's study (or at ``--set`` axes), in a trial child
-  like any trial.
+  like any trial, right before or after inference alone (alternating by round).
 
 It prints each ceiling (median over ``--repeats`` rounds), the pipeline's qps, and the pipeline's qps as a
 fraction of the slowest stage's ceiling -- the median over rounds of each round's pipeline qps over that
@@ -44,7 +44,7 @@ import yaml
 from tuner.runner import build_job, measure_config, resolve_model_path
 from tuner.spec import Spec, load_spec, parse_spec
 from tuner.workloads.images import list_images
-from tuner.workloads.stages import Delay, StageConfig, decode_jpeg, preprocess_image, top_k
+from tuner.workloads.stages import Delay, StageConfig, decode_jpeg, preprocess_image, top_k, validate_stages
 
 TARGET = 0.85
 
@@ -112,8 +112,7 @@ def stage_ceilings(spec: Spec, params: dict[str, Any], seconds: float, cores: in
     rows: list[dict[str, Any]] = []
     for s in stages:
         if s.type == "infer":
-            rows.append(infer_ceiling(spec, params))
-            continue
+            continue  # measured by main(), next to the whole pipeline
         axis = spec.axes.get(f"stages.{s.name}.workers")
         top = max([s.workers, cores, *(axis.grid() if axis is not None else ())])
         work, per_call = _stage_work(s, files, blobs, images, samples, batch, size, resize)
@@ -208,6 +207,8 @@ def main() -> None:
         params = spec.resolve_params(knee_params(spec))
         print(f"pipeline config (the study's knee): {params}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    order = [s.name for s in validate_stages(spec.workload.stages)]
+    infer_name = next((s.name for s in validate_stages(spec.workload.stages) if s.type == "infer"), None)
     pipe_runs: list[float] = []
     ceilings: dict[str, list[dict[str, Any]]] = {}
     last: dict[str, Any] = {}
@@ -215,17 +216,24 @@ def main() -> None:
         print(f"round {r + 1}/{args.repeats}: stages alone", flush=True)
         for row in stage_ceilings(spec, params, args.seconds, cores):
             ceilings.setdefault(row["stage"], []).append(row)
-        print(f"round {r + 1}/{args.repeats}: the whole pipeline", flush=True)
-        result = measure_config(spec, params)
-        if not result.ok:
-            raise SystemExit(f"the pipeline failed: {result.failure.describe() if result.failure else '?'}")
-        last = dict(result.metrics)
-        pipe_runs.append(float(last["qps"]))
-        print(f"  pipeline: {pipe_runs[-1]:.2f} images/s (bottleneck: {last.get('bottleneck')})", flush=True)
+        # inference alone and the whole pipeline back to back, alternating which goes first
+        for step in ("infer", "pipeline") if r % 2 == 0 else ("pipeline", "infer"):
+            if step == "infer":
+                if infer_name is not None:
+                    ceilings.setdefault(infer_name, []).append({**infer_ceiling(spec, params), "stage": infer_name})
+                continue
+            print(f"round {r + 1}/{args.repeats}: the whole pipeline", flush=True)
+            result = measure_config(spec, params)
+            if not result.ok:
+                raise SystemExit(f"the pipeline failed: {result.failure.describe() if result.failure else '?'}")
+            last = dict(result.metrics)
+            pipe_runs.append(float(last["qps"]))
+            print(f"  pipeline: {pipe_runs[-1]:.2f} images/s (bottleneck: {last.get('bottleneck')})", flush=True)
     print()
     print(f"{'stage':14s} {'type':12s} {'best workers':>12s} {'ceiling img/s':>14s} {'in pipeline':>12s} {'busy':>6s}")
     summary = []
-    for name, rows in ceilings.items():
+    for name in order:
+        rows = ceilings[name]
         ceiling = statistics.median(r["ceiling"] for r in rows)
         workers = rows[-1]["workers"]
         summary.append((ceiling, name))

@@ -8,8 +8,10 @@
    * **A, tuner**: ``tuner.runner.measure_config`` on that config (a fresh ``python -m tuner._worker``
      child: load, warm-up, steady-state windows), exactly what ``tuner run`` measures;
    * **B, the hint**: ``benchmark_app -m resnet50.onnx -d CPU -hint throughput -infer_precision f32
-     -b 1 -t SECONDS`` (a fresh process; the device picks streams and requests; ``-b`` because the zoo
-     model's batch dimension is dynamic); its ``Throughput: X FPS``.
+     -b 1 -t SECONDS`` (the device picks streams and requests; ``-b`` because the zoo model's batch is
+     dynamic); its ``Throughput: X FPS``. It runs as a ``kind: command`` trial, so both sides are
+     launched the same way (a fresh process in its own session, watched by the same parent): on a
+     shared Linux box the scheduler's per-session groups would otherwise hand them different CPU shares.
 
    Both are images per second at f32 on the same model file. The ratio of medians (A / B) is printed
    last, next to the target (>= 1.05).
@@ -34,13 +36,12 @@ from typing import Any
 
 from tuner.platform import fingerprint
 from tuner.runner import measure_config, resolve_model_path
-from tuner.spec import load_spec
+from tuner.spec import load_spec, parse_spec
 from tuner.workloads.command import resolve_program
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "workloads" / "openvino-resnet50.yaml"
 TARGET = 1.05
-THROUGHPUT = re.compile(r"Throughput:\s+([\d.]+)\s+FPS")
 
 
 def search(spec: Any, trials: int, log: Any) -> dict[str, Any]:
@@ -64,12 +65,38 @@ def search(spec: Any, trials: int, log: Any) -> dict[str, Any]:
         return dict(best.params)
 
 
-def run_benchmark_app(model: Path, seconds: int, batch: int) -> tuple[float, dict[str, Any]]:
-    program = resolve_program("benchmark_app", Path.cwd(), None)
-    if program is None:
+HINT_WORKLOAD = """\
+name: benchmark-app-hint
+workload:
+  kind: command
+  command: [benchmark_app, -m, "{model}", -d, CPU, -hint, throughput, -infer_precision, f32,
+            -b, "{batch_size}", -t, "%(seconds)d"]
+  parse:
+    qps: 'Throughput:\\s+([\\d.]+) FPS'
+search:
+  batch_size: [%(batch)d]
+study: {trial_timeout_s: %(timeout)d}
+"""
+RESOLVED = re.compile(
+    r"^\[ INFO \]\s+(NUM_STREAMS|OPTIMAL_NUMBER_OF_INFER_REQUESTS|INFERENCE_NUM_THREADS|"
+    r"INFERENCE_PRECISION_HINT|PERFORMANCE_HINT):\s+(.+)$",
+    re.MULTILINE,
+)
+
+
+def hint_spec(model: Path, seconds: int, batch: int) -> Any:
+    """benchmark_app as a ``kind: command`` workload: launched and watched exactly as tuner's own trials."""
+    if resolve_program("benchmark_app", Path.cwd(), None) is None:
         raise SystemExit("benchmark_app not found: pip install -e '.[openvino]'")
+    text = HINT_WORKLOAD % {"seconds": seconds, "batch": batch, "timeout": seconds + 180}
+    return parse_spec(text.replace("{model}", str(model)), path=ROOT / "bench" / "benchmark-app-hint.yaml")
+
+
+def hint_resolved(model: Path, batch: int) -> dict[str, str]:
+    """What the throughput hint resolves to here (a 1-second benchmark_app run, outside the timing)."""
+    program = resolve_program("benchmark_app", Path.cwd(), None)
     argv = [
-        program,
+        str(program),
         "-m",
         str(model),
         "-d",
@@ -78,24 +105,17 @@ def run_benchmark_app(model: Path, seconds: int, batch: int) -> tuple[float, dic
         "throughput",
         "-infer_precision",
         "f32",
-        "-b",  # the zoo model's batch is dynamic: benchmark_app needs it fixed
+        "-b",
         str(batch),
         "-t",
-        str(seconds),
+        "1",
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 180)
-    out = proc.stdout + proc.stderr
-    found = THROUGHPUT.findall(out)
-    if proc.returncode != 0 or not found:
-        raise SystemExit(f"benchmark_app failed ({proc.returncode}):\n" + "\n".join(out.splitlines()[-15:]))
-    resolved = {}
-    for key in ("NUM_STREAMS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT"):
-        m = re.search(rf"{key}:\s+(.+)", out)
-        resolved[key] = m.group(1).strip() if m else None
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=180).stdout
+    resolved = dict(RESOLVED.findall(out))
     m = re.search(r"(\d+) inference requests using (\d+) streams", out)
     if m:
-        resolved["requests"], resolved["streams"] = int(m.group(1)), int(m.group(2))
-    return float(found[-1]), resolved
+        resolved["requests"], resolved["streams"] = m.group(1), m.group(2)
+    return resolved
 
 
 def main() -> int:
@@ -128,7 +148,8 @@ def main() -> int:
     tuner_qps: list[float] = []
     hint_qps: list[float] = []
     applied: dict[str, Any] = {}
-    hint_resolved: dict[str, Any] = {}
+    hint = hint_spec(model, args.seconds, args.hint_batch)
+    resolved = hint_resolved(model, args.hint_batch)
     for r in range(args.rounds):
         order = ("tuner", "hint") if r % 2 == 0 else ("hint", "tuner")
         for side in order:
@@ -141,8 +162,11 @@ def main() -> int:
                 applied = dict(result.applied)
                 value = tuner_qps[-1]
             else:
-                value, hint_resolved = run_benchmark_app(model, args.seconds, args.hint_batch)
-                hint_qps.append(value)
+                result = measure_config(hint, hint.default_params())
+                if not result.ok:
+                    raise SystemExit(f"benchmark_app failed: {result.failure and result.failure.describe()}")
+                hint_qps.append(float(result.metrics["qps"]))
+                value = hint_qps[-1]
             log(f"round {r + 1} {side:5s}: {value:8.2f} images/s  ({time.monotonic() - t0:.0f} s)")
 
     a, b = statistics.median(tuner_qps), statistics.median(hint_qps)
@@ -154,7 +178,7 @@ def main() -> int:
         f"{applied.get('INFERENCE_NUM_THREADS')}, precision {applied.get('INFERENCE_PRECISION_HINT')}"
     )
     log(f"benchmark_app -hint throughput: median {b:.2f} images/s  (runs {', '.join(f'{v:.2f}' for v in hint_qps)})")
-    log(f"  resolved: {hint_resolved}")
+    log(f"  resolved: {resolved}")
     log(f"ratio tuner / hint = {ratio:.3f}  (target >= {TARGET}: {verdict})")
     if args.json:
         print(
@@ -168,7 +192,7 @@ def main() -> int:
                     "ratio": ratio,
                     "target": TARGET,
                     "applied": applied,
-                    "hint_resolved": hint_resolved,
+                    "hint_resolved": resolved,
                     "platform": fingerprint(),
                 },
                 indent=2,

@@ -83,7 +83,10 @@ def case(request: pytest.FixtureRequest, zoo_dir: Path, monkeypatch: pytest.Monk
     if c.skip:
         pytest.skip(c.skip)
     if c.backend not in available_backends():
-        pytest.skip(f"backend {c.backend!r} is not installed (entry point group tuner.backends)")
+        message = f"backend {c.backend!r} is not installed (entry point group tuner.backends)"
+        if os.environ.get("TUNER_BACKEND_CONTRACT"):
+            pytest.fail(message + f"; installed: {', '.join(available_backends())}")  # asked for by name
+        pytest.skip(message)
     if c.model and c.model.startswith("zoo:"):
         monkeypatch.setenv("TUNER_CACHE_DIR", str(zoo_dir))
     return c

@@ -164,6 +164,13 @@ def test_a_failing_stage_fails_the_trial_child_with_its_name(tmp_path: Path, ima
     assert "stage 'boom' (delay) failed" in result.failure.message
 
 
+def test_a_stage_that_cannot_start_fails_naming_the_stage(tmp_path: Path) -> None:
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
+    raw = [{"type": "read"}, {"type": "decode", "name": "jpeg"}]
+    with pytest.raises(StageFailed, match=r"stage 'jpeg' \(decode\) failed"):
+        run_pipeline_job(job(raw, tmp_path), lambda _e: None)
+
+
 # ----------------------------------------------------------------------------------- backpressure
 
 

@@ -1,1 +1,1 @@
-"""Workloads drive a backend under load: ``pool`` (and later ``pipeline``, ``command``)."""
+"""Workloads drive a backend under load: ``pool``, ``pipeline``, and ``command`` (an external program)."""

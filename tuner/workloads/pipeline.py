@@ -302,7 +302,12 @@ class Pipeline:
         if any(s.type == "read" and s.config.options.get("preload") for s in self.stages):
             self._preloaded = [p.read_bytes() for p in self.images]
         for s in self.stages:
-            s.work = self._make_work(s, layout, size, templates)
+            try:
+                s.work = self._make_work(s, layout, size, templates)
+            except TunerError:
+                raise
+            except Exception as err:  # a corrupt first image, a decode library that is not installed ...
+                raise StageFailed(s.name, s.type, err) from None
         return self._clock() - t0
 
     def _make_work(self, s: _Stage, layout: str, size: int, templates: list[Any]) -> Callable[[Any], Any]:
