@@ -73,7 +73,7 @@ if [[ -z "$bindir" ]]; then
 fi
 log "using $bindir"
 
-data="$(mktemp -d "${TMPDIR:-/tmp}/tuner-pg.XXXXXX")"
+data="$(mktemp -d "${TUNER_PG_TMP:-/tmp}/tuner-pg.XXXXXX")"  # not $TMPDIR: the server user must reach it
 echo "$bindir" > "$data/.bindir"
 runas=()
 if [[ "$(id -u)" == 0 ]]; then

@@ -188,13 +188,23 @@ def load_study(url: str, name_prefix: str) -> Any:
     return optuna.load_study(study_name=names[0], storage=storage)
 
 
-def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
+def wait_for(
+    predicate: Any, timeout: float, what: str, poll: float = 0.1, proc: subprocess.Popen[str] | None = None
+) -> Any:
+    """Poll ``predicate`` until it is truthy; fail early (with its output) if ``proc`` ends meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}:\n{err[-3000:]}")
         time.sleep(poll)
+    if proc is not None:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; its stderr:\n{err[-3000:]}")
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

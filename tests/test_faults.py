@@ -53,6 +53,7 @@ def test_sigint_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
         lambda: db.exists() and (t := claimed_trial(url, "sigint", proc.pid)) is not None and t.number >= 1 and t,
         90,
         "the second trial to start measuring",
+        proc=proc,
     )
     first = _complete(load_study(url, "sigint"))
     proc.send_signal(signal.SIGINT)
@@ -107,7 +108,7 @@ def test_database_lost_mid_trial_keeps_the_result_and_the_next_run_writes_it(tmp
     workload = sim_workload(tmp_path, "cable", measure=QUICK_SLOW, study={"trials": n})
     try:
         proc = start("optimize", workload, "--storage", via, cwd=tmp_path)
-        victim = wait_for(lambda: claimed_trial(pg_url, "cable", proc.pid), 90, "a trial to start measuring")
+        victim = wait_for(lambda: claimed_trial(pg_url, "cable", proc.pid), 90, "a trial to start measuring", proc=proc)
         cable.pull()  # the database is gone while the trial measures
         _, err = proc.communicate(timeout=90)
         assert proc.returncode == 2, err

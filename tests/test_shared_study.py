@@ -85,7 +85,7 @@ def test_kill_9_of_a_worker_mid_trial_fails_and_retries_its_trial(tmp_path: Path
     n = 3
     workload = sim_workload(tmp_path, "kill", measure=SLOW_MEASURE, study={"trials": n})
     a = start("optimize", workload, "--storage", pg_url, cwd=tmp_path)
-    victim = wait_for(lambda: claimed_trial(pg_url, "kill", a.pid), 60, "worker A to start measuring")
+    victim = wait_for(lambda: claimed_trial(pg_url, "kill", a.pid), 60, "worker A to start measuring", proc=a)
     b = start("optimize", workload, "--storage", pg_url, cwd=tmp_path)
     # the board dies: the worker and its trial process go at once
     tree = psutil.Process(a.pid).children(recursive=True)

@@ -192,7 +192,9 @@ def open_storage(
     """
     if grace_s <= heartbeat_s:
         raise StorageError(f"heartbeat grace period ({grace_s} s) must be longer than the interval ({heartbeat_s} s)")
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -244,7 +246,9 @@ def open_storage(
 
     for attempt in range(6):
         try:
-            return _RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return _RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except (
             sqlalchemy.exc.IntegrityError,
             sqlalchemy.exc.ProgrammingError,
@@ -541,13 +545,21 @@ def known_configs(trials: Sequence[FrozenTrial]) -> dict[Any, int]:
 
 def _alive_running(trials: Sequence[FrozenTrial], me: int, max_age_s: float) -> list[FrozenTrial]:
     now = _dt.datetime.now()
+    host = socket.gethostname()
     out = []
     for t in trials:
         if t.state != TrialState.RUNNING or t.number == me:
             continue
         started = t.datetime_start
-        if started is not None and (now - started.replace(tzinfo=None)).total_seconds() > max_age_s:
-            continue  # far past any trial's timeout: its worker is gone (a storage without heartbeats)
+        # far past any trial's timeout: its worker is gone even if no heartbeat says so. Only for trials of
+        # this host: Optuna stamps trials with the local clock of the worker, and clocks and time zones of
+        # other machines may differ (their dead trials are found by the heartbeat)
+        if (
+            started is not None
+            and (t.user_attrs.get("worker") or {}).get("host") == host
+            and (now - started.replace(tzinfo=None)).total_seconds() > max_age_s
+        ):
+            continue
         out.append(t)
     return out
 
@@ -569,6 +581,7 @@ class Claim:
 
 #: the longest a new trial waits for lower-numbered trials of other workers to decide (then goes on)
 CLAIM_WAIT_S = 10.0
+_GAVE_UP: set[tuple[int, int]] = set()
 
 
 def claim(
@@ -593,8 +606,16 @@ def claim(
     while True:
         trials = study.get_trials(deepcopy=False)
         running = _alive_running(trials, me, max_age_s)
-        undecided = [t for t in running if t.number < me and not t.user_attrs.get("claimed")]
-        if not undecided or time.monotonic() > deadline:
+        undecided = [
+            t
+            for t in running
+            if t.number < me and not t.user_attrs.get("claimed") and (study._study_id, t.number) not in _GAVE_UP
+        ]
+        if not undecided:
+            break
+        if time.monotonic() > deadline:
+            # a worker that died between starting a trial and deciding: wait for it once, not for every trial
+            _GAVE_UP.update((study._study_id, t.number) for t in undecided)
             break
         time.sleep(0.05)
     if not remeasure:
