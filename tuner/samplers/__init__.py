@@ -43,5 +43,5 @@ def make_sampler(spec: Spec, *, seed: int | None = None) -> BaseSampler:
     if name == "knee":
         fallback = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=0)
         fixed = {n: a.default for n, a in spec.axes.items() if a.kind == "fixed"}
-        return KneeSampler(grid(spec), fixed, distributions(spec), spec.knee.tolerance, fallback)
+        return KneeSampler(grid(spec), fixed, distributions(spec), spec.knee.tolerance, fallback, seed=seed)
     raise StudyError(f"unknown sampler {name!r}")

@@ -10,7 +10,9 @@
    threshold rules out every config it dominates (no more of any resource, same other axes). The planner
    measures the costliest config cheaper than the knee that is not yet ruled out, until none is left,
    then one costlier neighbour of the knee so that the knee is confirmed.
-3. **Explore.** The remaining budget goes to the fallback sampler (TPE), which the study seeds.
+3. **Explore.** The remaining budget measures the unmeasured neighbours of the knee and of the best
+   config (one grid step along each axis), then unmeasured configs at random (seeded); only a space
+   that cannot be enumerated (a float range without a step) falls back to TPE.
 
 The plan is a pure function of the trials measured so far (:meth:`KneePlanner.next`), so it resumes,
 and it is deterministic for a given seed.
@@ -22,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
@@ -98,6 +101,32 @@ class KneePlanner:
                 return pick
             center[axis] = pick
         return self._pin(seen, qps, visited)
+
+    def explore(self, observations: Sequence[Observation], rng: np.random.Generator) -> dict[str, Any] | None:
+        """After the plan: unmeasured neighbours of the knee and of the best config (one grid step along
+        each axis), then a random unmeasured config; None when every config was tried."""
+        seen = {config_key(self._full(ob.params)): ob for ob in observations}
+        scored = [(self._full(ob.params), ob.qps) for ob in observations if ob.qps is not None and ob.feasible]
+        anchors: list[dict[str, Any]] = []
+        if scored:
+            plateau = max(q for _, q in scored)
+            good = [cfg for cfg, q in scored if q >= (1 - self.tolerance) * plateau]
+            anchors = [min(good, key=plan_cost), max(scored, key=lambda s: s[1])[0]]
+        for base in anchors:
+            for axis in self.order:
+                values = self.grid[axis]
+                i = values.index(base[axis]) if base[axis] in values else None
+                if i is None:
+                    continue
+                for j in (i + 1, i - 1):
+                    if 0 <= j < len(values):
+                        cfg = {**base, axis: values[j]}
+                        if config_key(cfg) not in seen:
+                            return cfg
+        unvisited = [cfg for cfg in self._configs() if config_key(cfg) not in seen]
+        if not unvisited:
+            return None
+        return unvisited[int(rng.integers(len(unvisited)))]
 
     def _full(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.fixed, **{a: v[0] for a, v in self.grid.items()}, **params}
@@ -218,8 +247,10 @@ class KneeSampler(BaseSampler):
         distributions: Mapping[str, BaseDistribution],
         tolerance: float,
         fallback: BaseSampler,
+        seed: int = 0,
     ) -> None:
         self._planner = KneePlanner(grid, fixed, tolerance)
+        self._seed = seed
         self._distributions = dict(distributions)
         self._fallback = fallback
 
@@ -237,6 +268,8 @@ class KneeSampler(BaseSampler):
             if t.number != trial.number and not _interrupted(t)
         ]
         cfg = self._planner.next(observations)
+        if cfg is None:
+            cfg = self._planner.explore(observations, np.random.default_rng([self._seed, trial.number]))
         if cfg is None:
             return {}
         return {k: cfg[k] for k in search_space}
