@@ -32,7 +32,7 @@ EventSink = Callable[[dict[str, Any]], None]
 
 STDERR_TAIL_LINES = 20
 #: how often the watcher looks for new descendants (seconds)
-RESCAN_S = 0.5
+RESCAN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def run_process(
     *,
     timeout_s: float,
     memory_limit_mb: float | None = None,
-    poll_s: float = 0.05,
+    poll_s: float = 0.1,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     stdin_data: bytes | None = None,
@@ -179,6 +179,7 @@ def run_process(
             start_new_session=True,
             env=env_map,
             cwd=cwd,
+            preexec_fn=_die_with_parent,
         )
     except (OSError, ValueError) as err:  # ValueError: an embedded NUL byte
         capture.close()
@@ -259,6 +260,18 @@ def run_process(
     return ProcessOutcome(proc.returncode, failure, peak / 2**20, cpu_s, wall_s, output)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when the tuner process dies (even by kill -9),
+    so a trial never outlives a dead worker. A no-op where prctl is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _reap(proc: subprocess.Popen[bytes], *, block: bool) -> Any:
     """Reap ``proc`` with ``wait4`` (for its resource usage); set ``proc.returncode``; return the usage."""
     if proc.returncode is not None:
@@ -280,7 +293,7 @@ def run_job(
     timeout_s: float,
     memory_limit_mb: float | None = None,
     on_event: EventSink | None = None,
-    poll_s: float = 0.05,
+    poll_s: float = 0.1,
     python: str | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> TrialResult:

@@ -66,7 +66,11 @@ def study_report(
             counts["duplicates"] += "duplicate_of" in t.user_attrs
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
-            failure = t.user_attrs.get("failure") or {"kind": "error", "message": "no reason recorded"}
+            failure = t.user_attrs.get("failure") or {
+                "kind": "worker-lost",
+                "message": "no result recorded: the worker stopped sending heartbeats mid-trial (it died or lost "
+                "the database); the config was re-queued",
+            }
             failed.append(
                 {
                     "number": t.number,
