@@ -136,7 +136,12 @@ def test_far_off_unknown_key_makes_no_wild_guess(tmp_path: Path) -> None:
         (BASE + "search:\n  threads: true\n", 5, "search.threads = True", "expected a positive integer"),
         (BASE + "search:\n  threads: []\n", 5, "search.threads = []", "expected at least one choice"),
         (BASE + "search:\n  threads: [1, 2, 1]\n", 5, "search.threads = [1, 2, 1]", "choices repeat a value"),
-        (BASE + "search:\n  threads: {low: 1, high: 8, log: yes please}\n", 5, "search.threads.log", "expected true or false"),
+        (
+            BASE + "search:\n  threads: {low: 1, high: 8, log: yes please}\n",
+            5,
+            "search.threads.log",
+            "expected true or false",
+        ),
         (BASE + "  options:\n    allow_spinning: maybe\n", 4, "allow_spinning", "valid boolean"),
         (
             "workload:\n  kind: batch\n  model: zoo:tiny\n",

@@ -7,6 +7,8 @@ Stops on: the budget, ``timeout_s``, ``patience`` trials without improving the p
 the search space exhausted, or ``max_consecutive_failures`` failures of the same cause (an error).
 Ctrl-C marks the running trial FAIL with ``failure.kind = "interrupted"`` and re-raises; running the
 same command again resumes.
+
+The per-trial work (suggest, claim, measure, record, spool) is :class:`tuner.objective.Objective`.
 """
 
 from __future__ import annotations
@@ -19,43 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import Trial, TrialState
+from optuna.trial import TrialState
 
 from tuner import spool
 from tuner.analysis import KneeResult, find_knee
 from tuner.errors import StorageError, StudyError
+from tuner.objective import Objective, _root_message, _TrialFailedError
 from tuner.platform import usable_cores
-from tuner.runner import measure_config, resolve_model_path
+from tuner.records import fail_stale_trials, is_yield, study_progress, trial_records
+from tuner.runner import resolve_model_path
 from tuner.samplers import make_sampler
-from tuner.space import RuleContext, config_key, distributions, grid_size, skip_reason
+from tuner.space import RuleContext, distributions, grid_size
 from tuner.spec import Spec
-from tuner.study import (
-    Claim,
-    claim,
-    constraint_violations,
-    fail_stale_trials,
-    is_storage_error,
-    is_yield,
-    open_storage,
-    open_study,
-    redact,
-    scrub,
-    storage_errors,
-    storage_url,
-    study_progress,
-    trial_records,
-    worker_identity,
-)
+from tuner.storage import is_storage_error, open_storage, redact, scrub, storage_errors, storage_url
+from tuner.study import open_study, worker_identity
 
 EventSink = Callable[[dict[str, Any]], None]
 WAIT_POLL_S = 0.5  # how often a worker whose budget is in flight elsewhere looks again
 IMPROVEMENT = 0.01  # a plateau gain below 1 % is noise, not progress (patience)
 MAX_CONSECUTIVE_DUPLICATES = 200
-
-
-class _TrialFailedError(Exception):
-    """Raised inside the objective so Optuna records the trial as FAIL (caught by ``optimize``)."""
 
 
 @dataclass
@@ -171,75 +155,26 @@ def _optimize(
         }
     )
 
-    def objective(trial: Trial) -> Any:
-        try:
-            return measure_trial(trial)
-        except KeyboardInterrupt:
-            trial.set_user_attr("failure", {"kind": "interrupted", "message": "interrupted by the user (Ctrl-C)"})
-            raise
-
-    def measure_trial(trial: Trial) -> Any:
-        current["number"] = trial.number
-        params = {name: fixed[name] if name in fixed else _suggest(trial, name, dists[name]) for name in spec.axes}
-        trial.set_user_attr("config", params)
-        trial.set_user_attr("worker", worker)
-        emit(
-            {
-                "event": "trial_start",
-                "number": trial.number,
-                "params": params,
-                "index": state.measured + 1,
-                "target": target,
-            }
-        )
-        reason = skip_reason(params, ctx)
-        if reason:
-            trial.set_user_attr("skip_reason", reason)
-            raise optuna.TrialPruned(reason)
-        # every worker of the study agrees who measures what (see tuner.study.claim)
-        decision = claim(study, trial, config_key(params), target=target, remeasure=remeasure, max_age_s=max_age_s)
-        if decision.reuse is not None:
-            return _reuse(study, trial, decision.reuse, spec)
-        if not decision.measure:
-            _stand_back(trial, decision)
-        result = measure_config(spec, params, model_path=model_path, on_event=emit)
-        # the result, as plain data first: if the storage is gone it goes to the spool instead
-        attrs: dict[str, Any] = {name: _jsonable(value) for name, value in result.metrics.items()}
-        attrs["applied"] = dict(result.applied)
-        attrs["wall_s"] = result.wall_s
-        constraints: dict[str, float] = {}
-        values: list[Any] = []
-        failed: str | None = None
-        if not result.ok:
-            assert result.failure is not None
-            attrs["failure"] = result.failure.to_dict()
-            attrs["feasible"] = False
-            failed = result.failure.describe()
-        else:
-            violations = constraint_violations(result.metrics, spec.model.model_dump()["constraints"])
-            attrs["constraints"] = violations
-            attrs["feasible"] = all(v <= 0 for v in violations)
-            constraints = dict(zip(spec.constraints, violations, strict=True))
-            values = [result.metrics.get(m) for m, _ in spec.objectives]
-            if any(v is None or not math.isfinite(float(v)) for v in values):
-                attrs["failure"] = {"kind": "error", "message": f"objective metric missing or NaN: {values}"}
-                failed = "objective metric missing or not finite"
-        try:
-            for name, value in attrs.items():
-                trial.set_user_attr(name, value)
-            for metric, value in constraints.items():
-                trial.set_constraint(metric, value)
-        except Exception as err:
-            if not is_storage_error(err, url):
-                raise
-            _spool_result(study, trial, params, attrs, constraints, values, failed, spool_file, url, err, lost)
-            raise
-        if failed:
-            raise _TrialFailedError(failed)
-        return [float(v) for v in values] if len(values) > 1 else float(values[0])
-
     current: dict[str, int] = {}
     lost: list[str] = []  # set when a measured result could not be written to the storage
+    objective = Objective(
+        spec=spec,
+        study=study,
+        url=url,
+        model_path=model_path,
+        ctx=ctx,
+        dists=dists,
+        fixed=fixed,
+        target=target,
+        remeasure=remeasure,
+        max_age_s=max_age_s,
+        worker=worker,
+        spool_file=spool_file,
+        emit=emit,
+        measured=lambda: state.measured,
+        current=current,
+        lost=lost,
+    )
     waiting_said = False
     stop_reason = "budget reached"
     while True:
@@ -359,110 +294,13 @@ def _account(t: optuna.trial.FrozenTrial, state: _State) -> str:
     return "measured-failed"
 
 
-#: attributes of a trial's own (not copied when it reuses an earlier trial's measurement)
-_OWN_ATTRS = ("config", "duplicate_of", "constraints", "feasible", "worker", "claimed", "spool_id", "spooled_from")
-
-
-def _stand_back(trial: Trial, decision: Claim) -> None:
-    """Another worker measures this config, or the budget is taken: PRUNED, with the reason."""
-    trial.set_user_attr("yielded", {"to": decision.yielded_to, "reason": decision.reason})
-    trial.set_user_attr("skip_reason", decision.reason)
-    raise optuna.TrialPruned(decision.reason)
-
-
-def _spool_result(
-    study: optuna.Study,
-    trial: Trial,
-    params: dict[str, Any],
-    attrs: dict[str, Any],
-    constraints: dict[str, float],
-    values: list[Any],
-    failed: str | None,
-    path: Any,
-    url: str,
-    err: BaseException,
-    lost: list[str],
-) -> None:
-    """Keep a measured result that the storage refused, and say where (or say that it is lost)."""
-    item = spool.entry(
-        study,
-        trial,
-        state=TrialState.FAIL if failed else TrialState.COMPLETE,
-        values=None if failed else [float(v) for v in values],
-        user_attrs={**attrs, "config": params},
-        constraints=constraints,
-    )
-    cause = scrub(_root_message(err), url)
-    shown = ", ".join(f"{k}={v}" for k, v in params.items())
-    qps = attrs.get("qps")
-    result = f"qps {qps:.4g}" if isinstance(qps, int | float) and not failed else (failed or "no qps")
-    try:
-        spool.append(path, item)
-    except OSError as spool_err:
-        lost.append(
-            f"lost the study storage {redact(url)} ({cause}) and could not keep the result locally either "
-            f"({path}: {spool_err.strerror}): trial {trial.number} ({shown}; {result}) was NOT saved. Earlier "
-            "trials are in the study; run the same command again when the storage is back"
-        )
-        return
-    lost.append(
-        f"lost the study storage {redact(url)} ({cause}); trial {trial.number}'s result ({shown}; {result}) is kept "
-        f"in {path} and will be written into the study by the next run of the same command"
-    )
-
-
-def _root_message(err: BaseException) -> str:
-    from tuner.study import _first_line, _root_cause
-
-    return _first_line(_root_cause(err))
-
-
 def _cause(failure: str) -> str:
     """A failure line without its numbers: two OOMs at 512 and 530 MiB are the same cause."""
     return re.sub(r"\d+(?:\.\d+)?", "#", failure)
 
 
-def _set_constraints(trial: Trial, spec: Spec, violations: list[float]) -> None:
-    trial.set_user_attr("constraints", violations)
-    trial.set_user_attr("feasible", all(v <= 0 for v in violations))
-    for metric, value in zip(spec.constraints, violations, strict=True):
-        trial.set_constraint(metric, value)
-
-
-def _reuse(study: optuna.Study, trial: Trial, number: int, spec: Spec) -> Any:
-    earlier = study.get_trials(deepcopy=False)[number]
-    trial.set_user_attr("duplicate_of", number)
-    for key, value in earlier.user_attrs.items():
-        if key not in _OWN_ATTRS:
-            trial.set_user_attr(key, value)
-    if earlier.user_attrs.get("constraints") is not None:
-        _set_constraints(trial, spec, list(earlier.user_attrs["constraints"]))
-    if earlier.state != TrialState.COMPLETE:
-        reason = f"already tried as trial {number} ({earlier.state.name.lower()})"
-        trial.set_user_attr("skip_reason", reason)
-        raise optuna.TrialPruned(reason)
-    values = earlier.values
-    return list(values) if len(values) > 1 else values[0]
-
-
-def _suggest(trial: Trial, name: str, dist: Any) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    raise StudyError(f"axis {name!r}: unsupported distribution {dist!r}")
-
-
 def _enumerable(spec: Spec) -> bool:
     return all(a.kind != "range" or a.is_int or a.step is not None for a in spec.searched_axes().values())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _knee(study: optuna.Study, spec: Spec) -> KneeResult:
