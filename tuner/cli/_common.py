@@ -17,8 +17,11 @@ from tuner.errors import TunerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+# Piped into a file or a CI log there is no terminal width: use a wide one rather than rich's 80
+# columns, so tables keep their numbers instead of truncating them.
+_PIPED_WIDTH = 160
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 
 
 def handle_errors(func: F) -> F:
