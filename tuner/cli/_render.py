@@ -48,7 +48,7 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
             _num(m.get("latency_p99_ms"), 3),
             _num(m.get("peak_rss_mb"), 4),
             _num(m.get("cpu_util"), 2),
-            "yes" if m.get("stable") else "no",
+            "-" if m.get("stable") is None else ("yes" if m.get("stable") else "no"),
             *((str(m.get("bottleneck", "-")),) if bottleneck else ()),
             mark.get(r["number"], ""),
         )
