@@ -43,13 +43,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuner.analysis import TrialRecord, find_knee
 from tuner.backends.sim import SimOptions, bound_qps
 from tuner.platform import fingerprint
 from tuner.samplers import make_sampler
-from tuner.space import config_key, distributions, grid_size, iter_grid
+from tuner.space import config_key, distributions, grid_size, iter_grid, suggest
 from tuner.spec import Spec, parse_spec
 
 MAX_CONSECUTIVE_DUPLICATES = 200  # as tuner.optimize
@@ -100,16 +99,6 @@ def build_table(spec: Spec, seed: int, windows: int) -> dict[Any, tuple[dict[str
     return table
 
 
-def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    raise TypeError(f"unsupported distribution {dist!r}")
-
-
 def run_one(
     spec: Spec,
     seed: int,
@@ -142,7 +131,7 @@ def run_one(
             stop = "converged (only duplicates)"
             break
         trial = study.ask()
-        params = {n: fixed[n] if n in fixed else _suggest(trial, n, dists[n]) for n in spec.axes}
+        params = {n: fixed[n] if n in fixed else suggest(trial, n, dists[n]) for n in spec.axes}
         trial.set_user_attr("config", params)
         key = config_key(params)
         cfg, qps, windows, _ = table[key]

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
 from tuner import spool
-from tuner.errors import StudyError
 from tuner.records import Claim, claim, constraint_violations
 from tuner.runner import measure_config
-from tuner.space import RuleContext, config_key, skip_reason
+from tuner.space import RuleContext, config_key, skip_reason, suggest
 from tuner.spec import Spec
 from tuner.storage import _first_line, _root_cause, is_storage_error, redact, scrub
 
@@ -66,7 +64,7 @@ class Objective:
     def measure_trial(self, trial: Trial) -> Any:
         spec, study, url, emit, fixed, dists = self.spec, self.study, self.url, self.emit, self.fixed, self.dists
         self.current["number"] = trial.number
-        params = {name: fixed[name] if name in fixed else _suggest(trial, name, dists[name]) for name in spec.axes}
+        params = {name: fixed[name] if name in fixed else suggest(trial, name, dists[name]) for name in spec.axes}
         trial.set_user_attr("config", params)
         trial.set_user_attr("worker", self.worker)
         emit(
@@ -206,16 +204,6 @@ def _reuse(study: optuna.Study, trial: Trial, number: int, spec: Spec) -> Any:
         raise optuna.TrialPruned(reason)
     values = earlier.values
     return list(values) if len(values) > 1 else values[0]
-
-
-def _suggest(trial: Trial, name: str, dist: Any) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    raise StudyError(f"axis {name!r}: unsupported distribution {dist!r}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -32,6 +32,17 @@ def distribution(axis: Axis) -> BaseDistribution:
     raise ValueError(f"axis {axis.name!r} is fixed; it has no distribution")
 
 
+def suggest(trial: Any, name: str, dist: BaseDistribution) -> Any:
+    """Ask an Optuna trial for ``name`` with the public ``suggest_*`` call matching ``dist``."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"axis {name!r}: unsupported distribution {dist!r}")
+
+
 def distributions(spec: Spec) -> dict[str, BaseDistribution]:
     return {name: distribution(axis) for name, axis in spec.searched_axes().items()}
 
