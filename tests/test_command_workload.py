@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from _procs import gone
 
 from tuner.errors import SpecError
 from tuner.runner import build_job, measure_config
@@ -49,18 +50,6 @@ def run(tmp_path: Path, body: str, program: str, **overrides: Any) -> Any:
     write(tmp_path, "prog.py", program)
     spec = load_spec(workload(tmp_path, body))
     return measure_config(spec, spec.resolve_params(overrides))
-
-
-def gone(pid: int, within_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 REGEX_WORKLOAD = """\

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from _procs import gone
 
 from tuner.trial import Failure, TrialResult, aggregate_repeats, run_job
 
@@ -47,19 +48,6 @@ def fake_python(tmp_path: Path, body: str, name: str = "fake_python") -> str:
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
     path.chmod(0o755)
     return str(path)
-
-
-def gone(pid: int, within_s: float = 5.0) -> bool:
-    """Whether ``pid`` has exited (or is a zombie waiting to be reaped) within ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ------------------------------------------------------------------------------------- failures

@@ -14,7 +14,7 @@ def fmt_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def num(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -42,12 +42,12 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
         m = r["metrics"]
         table.add_row(
             str(r["number"]),
-            *[_num(r["params"].get(n)) for n in varying],
-            _num(m.get("qps")),
-            _num(m.get("latency_p50_ms"), 3),
-            _num(m.get("latency_p99_ms"), 3),
-            _num(m.get("peak_rss_mb"), 4),
-            _num(m.get("cpu_util"), 2),
+            *[num(r["params"].get(n)) for n in varying],
+            num(m.get("qps")),
+            num(m.get("latency_p50_ms"), 3),
+            num(m.get("latency_p99_ms"), 3),
+            num(m.get("peak_rss_mb"), 4),
+            num(m.get("cpu_util"), 2),
             "-" if m.get("stable") is None else ("yes" if m.get("stable") else "no"),
             *((str(m.get("bottleneck", "-")),) if bottleneck else ()),
             mark.get(r["number"], ""),
@@ -67,7 +67,7 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
     if best:
         console.print(
             f"[bold]best[/]  #{best['number']}  {fmt_params(best['params'])}  ->  "
-            f"{_num(best['metrics'].get('qps'))} qps, p99 {_num(best['metrics'].get('latency_p99_ms'))} ms",
+            f"{num(best['metrics'].get('qps'))} qps, p99 {num(best['metrics'].get('latency_p99_ms'))} ms",
             markup=True,
         )
     if knee:
@@ -76,7 +76,7 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         status = "[green]confirmed[/]" if knee["confirmed"] else "[yellow]not confirmed[/]"
         console.print(
             f"[bold]knee[/]  #{knee['number']}  {fmt_params(knee['params'])}  ->  "
-            f"{_num(knee['metrics'].get('qps'))} qps  ({status}{sure})",
+            f"{num(knee['metrics'].get('qps'))} qps  ({status}{sure})",
             markup=True,
         )
         bottleneck = knee["metrics"].get("bottleneck")

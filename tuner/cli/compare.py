@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, print_json
+from tuner.cli._render import num
 
 
 @handle_errors
@@ -66,14 +67,6 @@ def compare(
     _render(doc)
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def _short(params: dict[str, Any]) -> str:
     """Axes not at 1 (the knee's distinguishing settings), e.g. ``pool_size=6, batch_size=2``."""
     shown = {k: v for k, v in params.items() if v != 1}
@@ -93,7 +86,7 @@ def _render(doc: dict[str, Any]) -> None:
     for key in ("cpu_model", "cpu_logical", "memory_mb", "board", "accelerators", "os"):
         values = [s["platform"].get(key) for s in studies]
         mark = " *" if key in doc["platform_diff"] else ""
-        platforms.add_row(key + mark, *[", ".join(v) if isinstance(v, list) else _num(v) for v in values])
+        platforms.add_row(key + mark, *[", ".join(v) if isinstance(v, list) else num(v) for v in values])
     out_console.print(platforms)
 
     summary = Table(title=f"best and knee (ratios to {doc['baseline']})", title_justify="left")
@@ -103,14 +96,14 @@ def _render(doc: dict[str, Any]) -> None:
         best, knee = s.get("best") or {}, s.get("knee") or {}
         summary.add_row(
             s["label"],
-            _num((best.get("metrics") or {}).get("qps")),
-            _num(r["best_qps"], 3),
+            num((best.get("metrics") or {}).get("qps")),
+            num(r["best_qps"], 3),
             _short(knee.get("params", {})) if knee else "-",
-            _num((knee.get("metrics") or {}).get("qps")),
-            _num(r["knee_qps"], 3),
+            num((knee.get("metrics") or {}).get("qps")),
+            num(r["knee_qps"], 3),
             ("yes" if knee.get("confirmed") else "no") if knee else "-",
-            _num((knee.get("metrics") or {}).get("latency_p99_ms"), 3),
-            _num(r["knee_latency_p99_ms"], 3),
+            num((knee.get("metrics") or {}).get("latency_p99_ms"), 3),
+            num(r["knee_latency_p99_ms"], 3),
         )
     out_console.print(summary)
 
@@ -124,8 +117,8 @@ def _render(doc: dict[str, Any]) -> None:
             if q is None:
                 cells.append("-")
             elif i == 0:
-                cells.append(_num(q))
+                cells.append(num(q))
             else:
-                cells.append(f"{_num(q)} (x{_num(row['ratio'][i], 3)})")
-        aligned.add_row(_num(row["value"]), *cells)
+                cells.append(f"{num(q)} (x{num(row['ratio'][i], 3)})")
+        aligned.add_row(num(row["value"]), *cells)
     out_console.print(aligned)

@@ -10,29 +10,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.analysis import TrialRecord, find_knee, pareto_front
 from tuner.analysis.knee import DEFAULT_TOLERANCE
+from tuner.metrics import METRICS
 from tuner.study import config_of, trial_records
 
 #: metrics shown in a record (the rest stay in the storage)
-_SHOWN = (
-    "qps",
-    "rps",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "latency_mean_ms",
-    "latency_max_ms",
-    "peak_rss_mb",
-    "cpu_util",
-    "load_s",
-    "first_request_ms",
-    "measured_s",
-    "requests",
-    "stable",
-    "window_qps",
-    "qps_runs",
-    "qps_spread",
-)
+_SHOWN = (*METRICS, "qps_runs", "qps_spread")
 
 
 def record_dict(record: TrialRecord, *, all_metrics: bool = False) -> dict[str, Any]:
