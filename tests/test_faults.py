@@ -142,6 +142,40 @@ def test_database_lost_mid_trial_keeps_the_result_and_the_next_run_writes_it(tmp
     assert lost == 0
 
 
+def test_database_lost_and_the_spool_unwritable_says_what_was_not_saved(tmp_path: Path, pg_url: str) -> None:
+    """The last resort: the storage is gone and the spool folder can't be made; the message names the lost trial."""
+    host, port = re.search(r"@([^:/]+):(\d+)/", pg_url).groups()  # type: ignore[union-attr]
+    cable = Cable(host, int(port))
+    cable.plug()
+    via = pg_url.replace(f"@{host}:{port}/", f"@127.0.0.1:{cable.port}/")
+    blocker = tmp_path / "not-a-folder"
+    spool_dir = blocker / "spool"  # absent at start (nothing spooled); unusable once `blocker` is a file
+    workload = sim_workload(tmp_path, "nospool", measure=QUICK_SLOW, study={"trials": 2})
+    try:
+        proc = start("optimize", workload, "--storage", via, cwd=tmp_path, env={"TUNER_SPOOL_DIR": str(spool_dir)})
+        victim = wait_for(
+            lambda: claimed_trial(pg_url, "nospool", proc.pid), 90, "a trial to start measuring", proc=proc
+        )
+        # the disk turns on us as well: the spool's folder can't be made now, even by root (its parent is a file)
+        blocker.write_text("a file where the spool's parent folder should be\n")
+        cable.pull()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        cable.pull()
+    assert proc.returncode == 2, err
+    line = one_line_error(err)
+    assert "could not keep the result locally either" in line, line
+    assert f"trial {victim.number} (" in line and "was NOT saved" in line and "pool_size=" in line, line
+    assert str(spool_dir) in line and "Earlier trials are in the study" in line, line
+    assert blocker.read_text().startswith("a file where"), "the blocking file was touched"
+    study = load_study(pg_url, "nospool")
+    kept = [t for t in _complete(study) if t.number < victim.number]
+    print(
+        f"\nFIGURE database lost and spool unwritable: exit 2, one line naming trial {victim.number} as NOT saved; "
+        f"{len(kept)} earlier trial(s) still in the study"
+    )
+
+
 def test_children_that_hang_or_outgrow_the_memory_cap_fail_their_trials_and_the_study_goes_on(
     tmp_path: Path,
 ) -> None:
