@@ -1,7 +1,8 @@
 """Faults around ``tuner optimize`` (issue 7), each with its figure: trials lost must be 0.
 
-Ctrl-C, the database unreachable at start and lost mid-trial, trials whose child process hangs or
-outgrows the memory cap inside a study, a full disk and a read-only ``studies/``. (A child that
+Ctrl-C, the database unreachable at start and lost mid-trial (with a usable spool, and without one),
+trials whose child process hangs or outgrows the memory cap inside a study, a full disk and a read-only
+``studies/``. (A child that
 crashes or dies from a signal is covered at the trial level in test_trial.py.) Real ``tuner``
 processes on the sim backend; ``pytest -s`` shows the figures.
 """
