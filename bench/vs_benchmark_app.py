@@ -129,8 +129,9 @@ def explicit_grid(cores: int) -> list[dict[str, int]]:
     ]
 
 
-def explicit_spec(model: Path, seconds: int, cores: int) -> Any:
-    grid = explicit_grid(cores)
+def explicit_spec(model: Path, seconds: int, grid: list[dict[str, int]]) -> Any:
+    """benchmark_app with explicit settings as a ``kind: command`` workload whose axes hold ``grid``."""
+    cores = grid[0]["threads"]
     streams = sorted({c["pool_size"] for c in grid})
     requests = sorted({c["requests_per_sync"] for c in grid})
     text = EXPLICIT_WORKLOAD % {
@@ -198,8 +199,8 @@ def paired(qa: list[float], qb: list[float]) -> list[float]:
 def headroom(model: Path, args: Any, hint_run: Any, log: Any) -> dict[str, Any]:
     """The most any explicit benchmark_app config gains over the hint here (see the module docstring)."""
     cores = int(fingerprint()["usable_cores"] or 1)
-    spec = explicit_spec(model, args.headroom_seconds, cores)
     grid = explicit_grid(cores)
+    spec = explicit_spec(model, args.headroom_seconds, grid)
     log(f"headroom: benchmark_app -hint none on {len(grid)} explicit configs, {args.headroom_seconds} s each")
     measured: list[tuple[float, dict[str, int]]] = []
     for params in grid:
