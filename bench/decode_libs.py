@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from tuner.workloads.images import synthetic_jpeg
-from tuner.workloads.stages import decode_jpeg
+from tuner.workloads.pipeline.images import synthetic_jpeg
+from tuner.workloads.pipeline.stage_work import decode_jpeg
 
 
 def main() -> None:

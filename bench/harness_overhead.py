@@ -4,9 +4,9 @@ For one fixed configuration per zoo model (default: ``resnet50`` at pool_size 1,
 requests_per_sync 1; ``tiny`` at pool_size 1, threads 1, batch 1; ONNX Runtime options at tuner's
 defaults, so ``allow_spinning`` on) this script measures, alternately, A B A B ...:
 
-* **A, tuner**: ``tuner.spec.parse_spec`` on a workload YAML built here, then
-  ``tuner.runner.measure_config`` -- the library call behind ``tuner run``. It spawns the real trial
-  child (``python -m tuner._worker``) and watches it with psutil, as ``tuner run`` does.
+* **A, tuner**: ``tuner.config.parse_spec`` on a workload YAML built here, then
+  ``tuner.execution.runner.measure_config`` -- the library call behind ``tuner run``. It spawns the real trial
+  child (``python -m tuner.execution.worker``) and watches it with psutil, as ``tuner run`` does.
 * **B, hand loop**: a fresh ``python -c CODE`` child with a bare loop over ``InferenceSession.run``: the
   same model file, the same session options (``intra_op_num_threads``, sequential execution, all graph
   optimisations, ``session.intra_op.allow_spinning``), the same input (shape, dtype, seeded values),
@@ -42,9 +42,9 @@ from typing import Any
 
 import psutil
 
+from tuner.config.spec import parse_spec
+from tuner.execution.runner import measure_config, resolve_model_path
 from tuner.platform import fingerprint
-from tuner.runner import measure_config, resolve_model_path
-from tuner.spec import parse_spec
 
 CORES = psutil.cpu_count() or 1
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    print("harness overhead: `tuner run` (tuner.runner.measure_config, child process) vs a hand-written ORT loop")
+    print("harness overhead: `tuner run` (tuner.execution.runner.measure_config, child process) vs a hand-written ORT loop")
     print_platform()
     print(
         f"measure: warmup_s {args.warmup_s}, window_s {args.window_s}, stable_windows {args.stable_windows}, "

@@ -7,7 +7,7 @@ back to back on this machine:
   value of its ``stages.<name>.workers`` axis, and at least the machine's cores), keeping the best:
   ``read`` (file bytes), ``decode`` (JPEG bytes in memory), ``preprocess`` (decoded images in memory),
   ``batch``, ``postprocess`` (random logits) and ``delay`` on threads in this process, as the pipeline
-  runs them; ``infer`` as the ``pool`` workload in a trial child (``tuner.runner.measure_config``) at the
+  runs them; ``infer`` as the ``pool`` workload in a trial child (``tuner.execution.runner.measure_config``) at the
   knee's ``threads``, ``batch_size`` and ``requests_per_sync``, over the searched ``pool_size`` values
   (the infer stage's workers);
 * the **whole pipeline** at the knee of the workload's study (or at ``--set`` axes), in a trial child
@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tuner.runner import build_job, measure_config, resolve_model_path
-from tuner.spec import Spec, load_spec, parse_spec
-from tuner.workloads.images import list_images
-from tuner.workloads.stages import Delay, StageConfig, decode_jpeg, preprocess_image, top_k, validate_stages
+from tuner.config.spec import Spec, load_spec, parse_spec
+from tuner.execution.runner import build_job, measure_config, resolve_model_path
+from tuner.workloads.pipeline.images import list_images
+from tuner.workloads.pipeline.stage_work import Delay, decode_jpeg, preprocess_image, top_k
+from tuner.workloads.pipeline.stages import StageConfig, validate_stages
 
 TARGET = 0.85
 

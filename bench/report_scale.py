@@ -101,8 +101,8 @@ def build(path: Path, n_trials: int, seed: int = 0) -> str:
     from sqlalchemy import create_engine, insert, text
     from sqlalchemy import table as sql_table
 
+    from tuner.config.spec import parse_spec
     from tuner.platform import fingerprint, platform_tag
-    from tuner.spec import parse_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{path}"

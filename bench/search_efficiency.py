@@ -12,11 +12,11 @@ ground truth for that seed: its best qps and ``find_knee`` over all of it.
 
 Space (270 configs): pool_size 1..15 x requests_per_sync [1, 2, 4] x batch_size [1, 2, 4] x
 threads [1, 2]. For each sampler (tpe, random, nsga2, knee, grid; gp only if torch is installed) and
-seed, the real samplers are driven: a Spec from ``tuner.spec.parse_spec`` (backend sim, that space,
-``study.sampler`` and ``study.seed`` set per run), ``tuner.samplers.make_sampler(spec, seed=seed)``, an
+seed, the real samplers are driven: a Spec from ``tuner.config.parse_spec`` (backend sim, that space,
+``study.sampler`` and ``study.seed`` set per run), ``tuner.search.samplers.make_sampler(spec, seed=seed)``, an
 in-memory Optuna study (maximize qps), ask/tell by hand with the user attributes ``config`` (full params,
 fixed axes included), ``qps``, ``window_qps`` and ``feasible`` that tuner sets, so the knee sampler sees
-the trials as ``tuner optimize`` would record them. Duplicates are handled as ``tuner.optimize`` does: a
+the trials as ``tuner optimize`` would record them. Duplicates are handled as ``tuner.study.run`` does: a
 config already measured is told again with its earlier result (``duplicate_of``) and does not count as
 a trial; 200 duplicates in a row end the run. Budget per run: the grid size.
 
@@ -44,14 +44,14 @@ from typing import Any
 import numpy as np
 import optuna
 
-from tuner.analysis import TrialRecord, find_knee
+from tuner.analysis.knee import TrialRecord, find_knee
 from tuner.backends.sim import SimOptions, bound_qps
+from tuner.config.spec import Spec, parse_spec
 from tuner.platform import fingerprint
-from tuner.samplers import make_sampler
-from tuner.space import config_key, distributions, grid_size, iter_grid, suggest
-from tuner.spec import Spec, parse_spec
+from tuner.search.samplers import make_sampler
+from tuner.search.space import config_key, distributions, grid_size, iter_grid, suggest
 
-MAX_CONSECUTIVE_DUPLICATES = 200  # as tuner.optimize
+MAX_CONSECUTIVE_DUPLICATES = 200  # as tuner.study.run
 PLATEAU_GAP = 0.03
 KNEE_TARGET = 0.15
 SAMPLERS = ("tpe", "random", "nsga2", "knee", "grid", "gp")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.workloads.images import synthetic_jpeg
-from tuner.workloads.stages import decode_jpeg, preprocess_image
+from tuner.workloads.pipeline.images import synthetic_jpeg
+from tuner.workloads.pipeline.stage_work import decode_jpeg, preprocess_image
 
 DATA = synthetic_jpeg(1536, 1024, 90, seed=1)
 IMAGE = decode_jpeg(DATA)

@@ -5,7 +5,7 @@
    config (highest qps) is the candidate. ``--config pool_size=2,requests_per_sync=2,...`` skips the search.
 2. **compare**, alternated A B B A ... for ``--rounds`` rounds:
 
-   * **A, tuner**: ``tuner.runner.measure_config`` on that config (a fresh ``python -m tuner._worker``
+   * **A, tuner**: ``tuner.execution.runner.measure_config`` on that config (a fresh ``python -m tuner.execution.worker``
      child: load, warm-up, steady-state windows), exactly what ``tuner run`` measures;
    * **B, the hint**: ``benchmark_app -m resnet50.onnx -d CPU -hint throughput -infer_precision f32
      -b 1 -t SECONDS`` (the device picks streams and requests; ``-b`` because the zoo model's batch is
@@ -42,10 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tuner.config.spec import load_spec, parse_spec
+from tuner.execution.runner import measure_config, resolve_model_path
 from tuner.platform import fingerprint
-from tuner.runner import measure_config, resolve_model_path
-from tuner.spec import load_spec, parse_spec
-from tuner.workloads.command import resolve_program
+from tuner.workloads.command.job import resolve_program
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "workloads" / "openvino-resnet50.yaml"
@@ -53,7 +53,7 @@ TARGET = 1.05
 
 
 def search(spec: Any, trials: int, log: Any) -> dict[str, Any]:
-    from tuner.optimize import optimize
+    from tuner.study.run import optimize
 
     with tempfile.TemporaryDirectory() as tmp:
         url = "sqlite:///" + str(Path(tmp) / "vs-benchmark-app.db")

@@ -179,7 +179,7 @@ def load_study(url: str, name_prefix: str) -> Any:
     """The one study whose name starts with ``name_prefix@`` in ``url`` (read-only, no heartbeats)."""
     import optuna
 
-    from tuner.study import open_storage
+    from tuner.study.storage import open_storage
 
     storage = open_storage(url, heartbeat=False, create=False)
     summaries = optuna.study.get_all_study_summaries(storage)

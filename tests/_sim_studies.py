@@ -1,7 +1,7 @@
 """Two real studies made with the ``sim`` device twin, shared by test_report, test_compare and test_export.
 
 The same workload ``sim-npu`` on two "platforms": a 3-unit twin (RK3588-like) and a 2-unit twin
-(RK3576-like), each run through :func:`tuner.optimize.optimize` (grid sampler, 6 configurations,
+(RK3576-like), each run through :func:`tuner.study.run.optimize` (grid sampler, 6 configurations,
 tiny measure settings) into its own SQLite file. Both really run on this machine, so the second
 study's platform fingerprint is REWRITTEN after creation (``platform`` / ``platform_tag`` study user
 attributes) to look like a different board -- that is what makes them two platforms for compare and
@@ -84,9 +84,9 @@ _CACHE: dict[str, SimStudies] = {}
 
 
 def _build(root: Path) -> SimStudies:
-    from tuner.optimize import optimize
+    from tuner.config.spec import load_spec
     from tuner.platform import platform_tag
-    from tuner.spec import load_spec
+    from tuner.study.run import optimize
 
     out = {}
     for key, units in (("a", 3), ("b", 2)):

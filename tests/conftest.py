@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.models import zoo_path
+from tuner.models.zoo import zoo_path
 
 
 @pytest.fixture(scope="session")

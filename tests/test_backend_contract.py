@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from tuner.backends import Backend, Instance, RuntimeConfig, available_backends, get_backend
+from tuner.backends.base import Backend, Instance, RuntimeConfig
+from tuner.backends.registry import available_backends, get_backend
 from tuner.errors import BackendError
-from tuner.models import resolve_model
+from tuner.models.zoo import resolve_model
 
 SIM_FAST = {"load_ms": 0, "service_ms": 0.5, "host_overhead_ms": 0.5, "memory_mb_per_runtime": 1, "noise": 0.0}
 MEASURE = {"warmup_s": 0.2, "window_s": 0.2, "stable_windows": 2, "stability": 0.9, "max_s": 3.0}
@@ -220,8 +221,8 @@ def test_a_pool_of_instances_runs_at_once(case: Case) -> None:
 
 
 def test_measured_in_a_child_process(case: Case) -> None:
-    """The real path: a fresh ``python -m tuner._worker`` finds the backend by name and measures it."""
-    from tuner.trial import run_job
+    """The real path: a fresh ``python -m tuner.execution.worker`` finds the backend by name and measures it."""
+    from tuner.execution.child import run_job
 
     model = _model(case)
     job = {

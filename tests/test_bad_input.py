@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tuner.config.spec import parse_spec
 from tuner.errors import TunerError
-from tuner.spec import parse_spec
 
 HEAD = "name: bad\nworkload:\n  kind: pool\n  backend: sim\n"
 SEARCH = "search:\n  pool_size: [1, 2]\n"

@@ -19,10 +19,12 @@ import psutil
 import pytest
 from _procs import gone
 
+from tuner.config.spec import load_spec
 from tuner.errors import SpecError
-from tuner.runner import build_job, measure_config
-from tuner.spec import load_spec
-from tuner.workloads.command import compile_expression, placeholders, run_command_job, substitute
+from tuner.execution.runner import build_job, measure_config
+from tuner.workloads.command.job import run_command_job
+from tuner.workloads.command.parse import compile_expression
+from tuner.workloads.command.template import placeholders, substitute
 
 FAST_STUDY = "study: {trials: 4, trial_timeout_s: 30}\n"
 
@@ -499,7 +501,7 @@ def test_tuner_run_json_on_a_command_workload(tmp_path: Path) -> None:
 
 
 def test_optimize_searches_a_command_workload(tmp_path: Path) -> None:
-    from tuner.optimize import optimize
+    from tuner.study.run import optimize
 
     write(tmp_path, "prog.py", "import sys\ns = int(sys.argv[2])\nprint(f'qps={100 * min(s, 2)}')\n")
     body = BASE + "  threads: [1]\nstudy: {sampler: grid, trials: 2, storage: s.db, trial_timeout_s: 30}\n"

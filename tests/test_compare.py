@@ -9,12 +9,12 @@ import pytest
 from _sim_studies import FAKE_PLATFORM, SimStudies, combined_storage, sim_studies
 from typer.testing import CliRunner
 
-from tuner.analysis import TrialRecord
+from tuner.analysis.knee import TrialRecord
 from tuner.cli import app
-from tuner.report import study_report
 from tuner.report.compare import CompareItem, compare_studies, workload_diff
 from tuner.report.load import load_studies
-from tuner.study import trial_records
+from tuner.report.summary import study_report
+from tuner.study.ledger import trial_records
 
 
 @pytest.fixture(scope="module")

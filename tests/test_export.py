@@ -12,9 +12,12 @@ from _sim_studies import FAKE_PLATFORM, SimStudies, combined_storage, sim_studie
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.export import FORMATS, MARKER, parse_pick, read_provenance, verify
+from tuner.config.spec import load_spec
+from tuner.export.formats import FORMATS
+from tuner.export.provenance import MARKER, read_provenance
+from tuner.export.select import parse_pick
 from tuner.export.triton import parse_config_pbtxt
-from tuner.spec import load_spec
+from tuner.export.verify import verify
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +155,7 @@ def test_onnxruntime_export_loads_into_session_options(
 ) -> None:
     import onnxruntime as ort
 
-    from tuner.export import ort_session_options
+    from tuner.export.runtime_formats import ort_session_options
 
     doc = json.loads(export(studies.a_db, "onnxruntime", tmp_path / "k.ort.json"))
     params = report_a["knee"]["params"]
@@ -251,7 +254,7 @@ def test_verify_rule() -> None:
 
 
 def _selection(workload_text: str, params: dict, workload_path: str | None = None):
-    from tuner.export import Selection
+    from tuner.export.select import Selection
 
     return Selection(
         study="w@x86_64-2c-abcdef",
@@ -271,7 +274,7 @@ def _selection(workload_text: str, params: dict, workload_path: str | None = Non
 
 
 def test_relative_model_path_becomes_absolute(tmp_path: Path, tiny_model: Path) -> None:
-    from tuner.export import render
+    from tuner.export.formats import render
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "m.onnx").write_bytes(tiny_model.read_bytes())
@@ -290,7 +293,7 @@ def test_relative_model_path_becomes_absolute(tmp_path: Path, tiny_model: Path) 
 
 
 def test_openvino_study_exports_the_properties_it_compiled_with() -> None:
-    from tuner.export import render
+    from tuner.export.formats import render
 
     text = (
         "name: w\nworkload: {backend: openvino, model: zoo:tiny, options: {pool_mode: instances, "

@@ -34,8 +34,8 @@ from _pg import (
 )
 from optuna.trial import TrialState
 
-from tuner.space import config_key
-from tuner.study import config_of, is_measured
+from tuner.search.space import config_key
+from tuner.study.ledger import config_of, is_measured
 
 QUICK_SLOW = {"warmup_s": 0.1, "window_s": 0.2, "stable_windows": 3, "stability": 0.000001, "max_s": 1.5}
 
@@ -289,9 +289,10 @@ def test_read_only_studies_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_spool_is_written_and_flushed_in_process(tmp_path: Path) -> None:
     """The spool round trip without a database outage: what a lost trial leaves, the next run writes once."""
-    from tuner import spool
-    from tuner.spec import load_spec
-    from tuner.study import open_storage, open_study
+    from tuner.config.spec import load_spec
+    from tuner.study import spool
+    from tuner.study.storage import open_storage
+    from tuner.study.studies import open_study
 
     workload = sim_workload(tmp_path, "spool", search={"pool_size": [1, 2]})
     spec = load_spec(workload)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from tuner.analysis import (
+from tuner.analysis.knee import (
     DEFAULT_TOLERANCE,
     KneeResult,
     TrialRecord,
@@ -16,8 +16,8 @@ from tuner.analysis import (
     find_knee,
     in_flight,
     merge_repeats,
-    pareto_front,
 )
+from tuner.analysis.pareto import pareto_front
 
 # ------------------------------------------------------------------------------------------- helpers
 

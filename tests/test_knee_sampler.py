@@ -9,11 +9,12 @@ from typing import Any
 import optuna
 import pytest
 
-from tuner.analysis import TrialRecord, find_knee
+from tuner.analysis.knee import TrialRecord, find_knee
 from tuner.backends.sim import bound_qps
-from tuner.samplers import KneePlanner, KneeSampler, Observation, make_sampler, plan_cost
-from tuner.space import config_key, distributions
-from tuner.spec import parse_spec
+from tuner.config.spec import parse_spec
+from tuner.search.knee_sampler import KneePlanner, KneeSampler, Observation, plan_cost
+from tuner.search.samplers import make_sampler
+from tuner.search.space import config_key, distributions
 
 Curve = Callable[[Mapping[str, Any]], float | None]
 TOLERANCE = 0.10

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from tuner.measure import (
+from tuner.measurement.steady_state import (
     MeasurementError,
     MeasureSettings,
     is_stable,

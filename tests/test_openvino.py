@@ -10,11 +10,12 @@ import pytest
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'tuner[openvino]')")
 
-from tuner.backends import RuntimeConfig, get_backend  # noqa: E402
-from tuner.backends.openvino import OpenVinoBackend  # noqa: E402
-from tuner.errors import BackendError  # noqa: E402
-from tuner.spec import load_spec  # noqa: E402
-from tuner.trial import run_job  # noqa: E402
+from tuner.backends.base import RuntimeConfig
+from tuner.backends.openvino import OpenVinoBackend
+from tuner.backends.registry import get_backend
+from tuner.config.spec import load_spec
+from tuner.errors import BackendError
+from tuner.execution.child import run_job
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 

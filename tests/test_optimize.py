@@ -20,15 +20,16 @@ import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.config.spec import Spec, load_spec
 from tuner.errors import StudyError
 from tuner.metrics import METRICS
-from tuner.models import zoo_path
-from tuner.optimize import OptimizeResult, optimize
+from tuner.models.zoo import zoo_path
 from tuner.platform import fingerprint, platform_tag, tuner_version, usable_cores
-from tuner.report import study_report
-from tuner.space import config_key
-from tuner.spec import Spec, load_spec
-from tuner.study import config_of, is_measured, open_storage, storage_url
+from tuner.report.summary import study_report
+from tuner.search.space import config_key
+from tuner.study.ledger import config_of, is_measured
+from tuner.study.run import OptimizeResult, optimize
+from tuner.study.storage import open_storage, storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
 #: as short as a trial can be and still measure something (a trial takes about a second)

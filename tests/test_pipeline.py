@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 
 from tuner.backends.sim import SimBackend
+from tuner.config.spec import load_spec
 from tuner.errors import SpecError
-from tuner.runner import measure_config
-from tuner.spec import load_spec
-from tuner.workloads.images import list_images, synthetic_images
-from tuner.workloads.pipeline import Pipeline, PipelineError, StageFailed, run_pipeline_job
-from tuner.workloads.stages import STAGE_TYPES, decode_jpeg, preprocess_image, validate_stages
+from tuner.execution.runner import measure_config
+from tuner.workloads.pipeline.engine import Pipeline
+from tuner.workloads.pipeline.flow import PipelineError, StageFailed
+from tuner.workloads.pipeline.images import list_images, synthetic_images
+from tuner.workloads.pipeline.job import run_pipeline_job
+from tuner.workloads.pipeline.stage_work import decode_jpeg, preprocess_image
+from tuner.workloads.pipeline.stages import STAGE_TYPES, validate_stages
 
 FAST_MEASURE = {
     "warmup_s": 0.3,

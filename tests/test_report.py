@@ -12,12 +12,14 @@ import pytest
 from _sim_studies import SimStudies, combined_storage, sim_studies
 from typer.testing import CliRunner
 
-from tuner.analysis import find_knee
+from tuner.analysis.knee import find_knee
 from tuner.cli import app
-from tuner.report import study_report
-from tuner.report.figures import knee_axis, param_importances, saturation_chart, series_axis, study_figures
-from tuner.report.load import StudyData, TrialRow, load_studies, parse_ref
-from tuner.study import trial_records
+from tuner.report.axes import knee_axis, series_axis
+from tuner.report.charts import param_importances, saturation_chart, study_figures
+from tuner.report.load import load_studies, parse_ref
+from tuner.report.study_data import StudyData, TrialRow
+from tuner.report.summary import study_report
+from tuner.study.ledger import trial_records
 
 
 @pytest.fixture(scope="module")

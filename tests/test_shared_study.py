@@ -23,8 +23,8 @@ from _pg import (
 )
 from optuna.trial import TrialState
 
-from tuner.space import config_key
-from tuner.study import config_of, is_measured
+from tuner.search.space import config_key
+from tuner.study.ledger import config_of, is_measured
 
 
 def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -58,7 +58,7 @@ def test_three_workers_one_study_measure_n_distinct_configs(tmp_path: Path, pg_u
     assert len(pids) >= 2, "the workers did not share the study"
 
     # the knee and the report see every worker's trials
-    from tuner.report import study_report
+    from tuner.report.summary import study_report
 
     report = study_report(study, top=20)
     assert report["trials"]["complete"] >= n
@@ -147,16 +147,17 @@ def test_journal_file_storage_shared_by_two_workers(tmp_path: Path) -> None:
 
 def _foreign_study(monkeypatch: pytest.MonkeyPatch, workload: Path, url: str, *, same_tag: bool) -> str:
     """A study of ``workload`` made on another machine (another CPU), as that machine would make it."""
-    import tuner.study as study_mod
+    import tuner.study.studies as study_mod
+    from tuner.config.spec import load_spec
     from tuner.platform import fingerprint, platform_tag
-    from tuner.spec import load_spec
+    from tuner.study.storage import open_storage
 
     fp = {**fingerprint(), "cpu_model": "Rockchip RK3588 (pretend)", "machine": "aarch64", "host": "board-7"}
     tag = platform_tag() if same_tag else platform_tag(fp)
     with monkeypatch.context() as m:
         m.setattr(study_mod, "fingerprint", lambda: fp)
         m.setattr(study_mod, "platform_tag", lambda fp=None: tag)
-        study = study_mod.open_study(load_spec(workload), study_mod.open_storage(url, heartbeat=False))
+        study = study_mod.open_study(load_spec(workload), open_storage(url, heartbeat=False))
     return study.study_name
 
 

@@ -7,8 +7,9 @@ import math
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tuner.config.spec import Spec, parse_spec
 from tuner.errors import SpecError
-from tuner.space import (
+from tuner.search.space import (
     RULES,
     Rule,
     RuleContext,
@@ -20,7 +21,6 @@ from tuner.space import (
     iter_grid,
     skip_reason,
 )
-from tuner.spec import Spec, parse_spec
 
 
 def sim_spec(search: str) -> Spec:

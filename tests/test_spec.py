@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tuner.config.axes import Axis
+from tuner.config.spec import load_spec, parse_spec
 from tuner.errors import ModelError, SpecError
+from tuner.execution.runner import resolve_model_path
 from tuner.metrics import CORE_AXES
-from tuner.runner import resolve_model_path
-from tuner.spec import Axis, load_spec, parse_spec
 
 BASE = "workload:\n  backend: onnxruntime\n  model: zoo:tiny\n"
 

@@ -1,7 +1,7 @@
 """Child-process trials: real children that crash, hang, die from a signal, run out of memory or fork.
 
 A misbehaving trial is played by a small script given to ``run_job`` as its ``python``: run_job starts
-``<python> -m tuner._worker`` in a new session, so the script runs in exactly the place a runtime that
+``<python> -m tuner.execution.worker`` in a new session, so the script runs in exactly the place a runtime that
 goes wrong would.
 """
 
@@ -19,7 +19,8 @@ import psutil
 import pytest
 from _procs import gone
 
-from tuner.trial import Failure, TrialResult, aggregate_repeats, run_job
+from tuner.execution.child import TrialResult, aggregate_repeats, run_job
+from tuner.measurement.process import Failure
 
 FAST_MEASURE = {
     "warmup_s": 0.2,
@@ -43,7 +44,7 @@ def pool_job(model: Path | str | None, **params: Any) -> dict[str, Any]:
 
 
 def fake_python(tmp_path: Path, body: str, name: str = "fake_python") -> str:
-    """An executable that stands in for the interpreter; it ignores ``-m tuner._worker``."""
+    """An executable that stands in for the interpreter; it ignores ``-m tuner.execution.worker``."""
     path = tmp_path / name
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
     path.chmod(0o755)

@@ -17,16 +17,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from tuner.errors import ModelError, TunerError
-from tuner.models import (
-    ZOO_NAMES,
-    ZOO_VERSION,
-    build_model,
-    check_model_file,
-    count_macs,
-    default_cache_dir,
-    resolve_model,
-    zoo_path,
-)
+from tuner.models.graphs import ZOO_NAMES, ZOO_VERSION, build_model
+from tuner.models.macs import count_macs
+from tuner.models.zoo import check_model_file, default_cache_dir, resolve_model, zoo_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MACS = 16 * 16 * 8 * 3 * 9 + 8 * 8 * 16 * 8 * 9 + 16 * 10  # conv1 + conv2 + fc, per image
@@ -212,7 +205,7 @@ def test_concurrent_builders_in_threads(tmp_path: Path) -> None:
 def test_concurrent_builders_in_processes(tmp_path: Path) -> None:
     start_at = time.time() + 2.0  # both children build at (about) the same moment
     code = (
-        "import sys, time; from pathlib import Path; from tuner.models import zoo_path\n"
+        "import sys, time; from pathlib import Path; from tuner.models.zoo import zoo_path\n"
         f"time.sleep(max(0.0, {start_at!r} - time.time()))\n"
         "print(zoo_path('mobilenet_v2', Path(sys.argv[1])))\n"
     )

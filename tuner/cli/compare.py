@@ -23,10 +23,10 @@ def compare(
 ) -> None:
     """Platforms, best and knee per platform, ratios to the first, the same axis values aligned."""
     from tuner.errors import StudyError
-    from tuner.report import study_report
     from tuner.report.compare import CompareItem, compare_studies
     from tuner.report.load import REPORT_SKIP, load_ref, parse_ref
-    from tuner.study import trial_records
+    from tuner.report.summary import study_report
+    from tuner.study.ledger import trial_records
 
     items = []
     for text in studies:
@@ -52,7 +52,8 @@ def compare(
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
     if html or png:
         from tuner.report.compare import compare_figures
-        from tuner.report.figures import write_html, write_pngs
+        from tuner.report.matplotlib_png import write_pngs
+        from tuner.report.plotly_html import write_html
 
         figures = [compare_figures(doc)]
         if html:

@@ -24,7 +24,7 @@ def dashboard(
     import importlib
 
     from tuner.report.load import parse_ref
-    from tuner.study import open_storage, redact
+    from tuner.study.storage import open_storage, redact
 
     try:
         optuna_dashboard = importlib.import_module("optuna_dashboard")

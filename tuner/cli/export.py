@@ -27,9 +27,10 @@ def export(
 ) -> None:
     """Write the chosen configuration as a workload file, env file, runtime options or Triton config."""
     from tuner.errors import StorageError, StudyError
-    from tuner.export import canonical, default_filename, render, select
-    from tuner.report import study_report
+    from tuner.export.formats import canonical, default_filename, render
+    from tuner.export.select import select
     from tuner.report.load import REPORT_SKIP, load_studies, parse_ref, study_names
+    from tuner.report.summary import study_report
 
     fmt = canonical(fmt)
     ref = parse_ref(storage, study)

@@ -31,10 +31,10 @@ def optimize(
     top: int = typer.Option(10, "--top", help="rows in the top-N table"),
 ) -> None:
     """Run (or resume) the study of a workload and print the best config and the knee."""
-    from tuner.optimize import optimize as run_optimize
-    from tuner.report import study_report
-    from tuner.spec import load_spec
-    from tuner.study import open_storage
+    from tuner.config.spec import load_spec
+    from tuner.report.summary import study_report
+    from tuner.study.run import optimize as run_optimize
+    from tuner.study.storage import open_storage
 
     spec = load_spec(workload)
     if sampler:
@@ -63,7 +63,7 @@ def optimize(
         signal.signal(signal.SIGTERM, previous)
     import optuna
 
-    from tuner.study import storage_errors, storage_url
+    from tuner.study.storage import storage_errors, storage_url
 
     url = storage_url(storage) if storage else spec.storage_url()
     with storage_errors("cannot read the study back from", url):
@@ -84,8 +84,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def _with_sampler(spec: Any, sampler: str) -> Any:
+    from tuner.config.models import SAMPLERS
+    from tuner.config.spec import parse_spec
     from tuner.errors import SpecError
-    from tuner.spec import SAMPLERS, parse_spec
 
     if sampler not in SAMPLERS:
         raise SpecError(f"--sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")

@@ -21,13 +21,15 @@ def report(
     top: int = typer.Option(10, "--top", min=1, help="rows in the top-N table"),
 ) -> None:
     """Best, knee (confirmed? how sure?), top-N, Pareto front, failures; figures as HTML and PNG."""
-    from tuner.report import study_report
     from tuner.report.load import REPORT_SKIP, load_ref, parse_ref
+    from tuner.report.summary import study_report
 
     studies = load_ref(parse_ref(storage, study), skip_attrs=REPORT_SKIP)
     reports = [study_report(s, top=top, trials=s.trials) for s in studies]
     if html or png:
-        from tuner.report.figures import study_figures, write_html, write_pngs
+        from tuner.report.charts import study_figures
+        from tuner.report.matplotlib_png import write_pngs
+        from tuner.report.plotly_html import write_html
 
         figures = [study_figures(s, r) for s, r in zip(studies, reports, strict=True)]
         if html:

@@ -30,14 +30,14 @@ def run(
     ),
 ) -> None:
     """Measure one configuration: warm-up, steady-state windows, metrics."""
+    from tuner.config.spec import load_spec
     from tuner.errors import SpecError, TrialFailed
+    from tuner.execution.runner import measure_config
     from tuner.platform import fingerprint
-    from tuner.runner import measure_config
-    from tuner.spec import load_spec
 
     provenance = None
     if verify:
-        from tuner.export import read_provenance_file
+        from tuner.export.provenance import read_provenance_file
 
         provenance = read_provenance_file(workload)
         if set_:
@@ -64,7 +64,7 @@ def run(
     }
     verdict = None
     if provenance is not None:
-        from tuner.export import verify as check
+        from tuner.export.verify import verify as check
 
         verdict = check(provenance, result.metrics, tolerance=verify_tolerance, params=result.params)
         document["verify"] = verdict.to_dict()

@@ -15,9 +15,9 @@ def studies(
     json_out: bool = typer.Option(False, "--json", help="print a JSON list, one object per study"),
 ) -> None:
     """Every study in a storage with its platform, trial counts, best qps and knee."""
-    from tuner.report import study_report
     from tuner.report.listing import study_summary
     from tuner.report.load import REPORT_SKIP, load_studies, parse_ref
+    from tuner.report.summary import study_report
 
     ref = parse_ref(storage)
     # the listing needs the knee, not how sure it is: no bootstrap (it is the slow part on big studies)

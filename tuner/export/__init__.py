@@ -1,28 +1,9 @@
-"""Export a measured configuration of a study as a deployable file, with its provenance.
+"""export: a measured configuration of a study as a deployable file, with its provenance.
 
-``select`` picks the trial (``best``, ``knee``, ``trial:N``), ``render`` writes one of
-:data:`FORMATS`, ``read_provenance`` reads the record back and ``verify`` compares a fresh
-measurement with it. Library code: no printing, typed errors only.
+:mod:`.select` picks the trial (``best``, ``knee``, ``trial:N``), :mod:`.formats` renders one of its formats
+(:mod:`.generic_formats`, :mod:`.runtime_formats`, :mod:`.triton`), :mod:`.provenance` writes and reads the
+record, :mod:`.verify` compares a fresh measurement with it. Library code: no printing, typed errors only.
+
+May import: analysis and report records, :mod:`tuner.study` (trial attributes), :mod:`tuner.backends` (their
+option models, to write runtime configs), the shared top-level modules. Never :mod:`tuner.cli`.
 """
-
-from tuner.export.formats import ALIASES, FORMATS, canonical, default_filename, ort_session_options, render
-from tuner.export.provenance import MARKER, read_provenance, read_provenance_file
-from tuner.export.select import Selection, parse_pick, select
-from tuner.export.verify import Verdict, verify
-
-__all__ = [
-    "ALIASES",
-    "FORMATS",
-    "MARKER",
-    "Selection",
-    "Verdict",
-    "canonical",
-    "default_filename",
-    "ort_session_options",
-    "parse_pick",
-    "read_provenance",
-    "read_provenance_file",
-    "render",
-    "select",
-    "verify",
-]

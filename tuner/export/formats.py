@@ -32,10 +32,10 @@ from pathlib import Path
 from tuner.errors import SpecError
 from tuner.export.common import _safe_name
 from tuner.export.generic_formats import _env, _json_format, _tuner
-from tuner.export.runtime_formats import _onnxruntime, _openvino, _triton, ort_session_options
+from tuner.export.runtime_formats import _onnxruntime, _openvino, _triton
 from tuner.export.select import Selection
 
-__all__ = ["ALIASES", "FORMATS", "default_filename", "ort_session_options", "render"]
+__all__ = ["ALIASES", "FORMATS", "default_filename", "render"]
 
 FORMATS = ("tuner", "json", "env", "onnxruntime", "openvino", "triton")
 ALIASES = {"yaml": "tuner", "workload": "tuner", "ort": "onnxruntime", "ov": "openvino", "pbtxt": "triton"}

@@ -77,7 +77,7 @@ def parse_pick(text: str) -> tuple[str, int | None]:
 def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
     """Pick a trial of ``study`` (a :class:`~tuner.report.load.StudyData`) given its report object."""
     from tuner.platform import platform_tag, tuner_version
-    from tuner.study import config_of
+    from tuner.study.ledger import config_of
 
     kind, number = parse_pick(pick)
     knee_info = None

@@ -1,31 +1,7 @@
-"""Model zoo and model references: see :mod:`tuner.models.zoo`."""
+"""models: the offline model zoo (graphs built with the onnx helper, cached atomically) and model references.
 
-from tuner.models.zoo import (
-    IR_VERSION,
-    OPSET,
-    ZOO_NAMES,
-    ZOO_PREFIX,
-    ZOO_VERSION,
-    build_model,
-    check_model_file,
-    count_macs,
-    default_cache_dir,
-    resolve_model,
-    zoo_file_name,
-    zoo_path,
-)
+:mod:`.graphs` builds the zoo graphs, :mod:`.macs` counts their multiply-accumulates, :mod:`.zoo` resolves
+``zoo:<name>`` and model paths and checks model files.
 
-__all__ = [
-    "IR_VERSION",
-    "OPSET",
-    "ZOO_NAMES",
-    "ZOO_PREFIX",
-    "ZOO_VERSION",
-    "build_model",
-    "check_model_file",
-    "count_macs",
-    "default_cache_dir",
-    "resolve_model",
-    "zoo_file_name",
-    "zoo_path",
-]
+May import: :mod:`tuner.errors` only.
+"""

@@ -24,34 +24,14 @@ from google.protobuf.message import DecodeError
 from tuner.errors import ModelError
 from tuner.models.graphs import (
     _BUILDERS,
-    IR_VERSION,
-    OPSET,
     ZOO_NAMES,
     ZOO_PREFIX,
     ZOO_VERSION,
     _unknown_name,
     build_model,
 )
-from tuner.models.graphs import BATCH_DIM as BATCH_DIM
-from tuner.models.graphs import INPUT_NAME as INPUT_NAME
-from tuner.models.graphs import OUTPUT_NAME as OUTPUT_NAME
-from tuner.models.graphs import SEED as SEED
-from tuner.models.macs import count_macs
 
-__all__ = [
-    "IR_VERSION",
-    "OPSET",
-    "ZOO_NAMES",
-    "ZOO_PREFIX",
-    "ZOO_VERSION",
-    "build_model",
-    "check_model_file",
-    "count_macs",
-    "default_cache_dir",
-    "resolve_model",
-    "zoo_file_name",
-    "zoo_path",
-]
+__all__ = ["check_model_file", "default_cache_dir", "resolve_model", "zoo_file_name", "zoo_path"]
 
 
 # --------------------------------------------------------------------------------------------------

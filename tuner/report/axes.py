@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tuner.analysis import TrialRecord
+from tuner.analysis.knee import TrialRecord
 from tuner.metrics import CORE_AXES
 
 # --------------------------------------------------------------------------------------------- axes

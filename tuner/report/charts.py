@@ -8,7 +8,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tuner.analysis import TrialRecord, merge_repeats, pareto_front
+from tuner.analysis.knee import TrialRecord, merge_repeats
+from tuner.analysis.pareto import pareto_front
 from tuner.report.axes import _log_axis, _qps, knee_axis, saturation_lines, series_axis
 
 #: at most this many lines on a saturation curve; with more values the curve shows the envelope only
@@ -282,7 +283,7 @@ def study_figures(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
     ``study`` is a :class:`tuner.report.load.StudyData` (or anything with ``study_name``, ``trials`` of
     FrozenTrial-like rows and ``user_attrs``); ``report`` its :func:`~tuner.report.study_report`.
     """
-    from tuner.study import trial_records
+    from tuner.study.ledger import trial_records
 
     records = trial_records(study.trials)
     return {

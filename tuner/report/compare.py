@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.analysis import TrialRecord, in_flight, merge_repeats
-from tuner.report.figures import knee_axis, saturation_lines
+from tuner.analysis.knee import TrialRecord, in_flight, merge_repeats
+from tuner.report.axes import knee_axis, saturation_lines
 
 __all__ = ["CompareItem", "compare_studies", "workload_diff"]
 
@@ -294,7 +294,7 @@ def compare_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
             markers.append(
                 {"x": knee["params"][axis], "y": knee["metrics"]["qps"], "name": f"knee {s['label']}", "symbol": "star"}
             )
-    from tuner.report.figures import _log_axis
+    from tuner.report.axes import _log_axis
 
     overlay = {
         "id": "compare-saturation",

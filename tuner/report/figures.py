@@ -24,28 +24,4 @@ renderers); every name is re-exported here.
 from __future__ import annotations
 
 # names outside __all__ stay importable from here: ``import X as X`` marks them as re-exports
-from tuner.report.axes import _log_axis as _log_axis
-from tuner.report.axes import knee_axis, saturation_lines, series_axis
-from tuner.report.charts import MAX_IMPORTANCE_TRIALS as MAX_IMPORTANCE_TRIALS
-from tuner.report.charts import MAX_LINES as MAX_LINES
-from tuner.report.charts import MIN_IMPORTANCE_TRIALS as MIN_IMPORTANCE_TRIALS
-from tuner.report.charts import history_chart as history_chart
-from tuner.report.charts import importance_chart, saturation_chart, study_figures
-from tuner.report.charts import latency_chart as latency_chart
-from tuner.report.charts import param_importances as param_importances
-from tuner.report.charts import summary_lines as summary_lines
-from tuner.report.matplotlib_png import write_pngs
-from tuner.report.plotly_html import render_html as render_html
-from tuner.report.plotly_html import write_html
-from tuner.report.render_common import FigureError as FigureError
 
-__all__ = [
-    "importance_chart",
-    "knee_axis",
-    "saturation_chart",
-    "saturation_lines",
-    "series_axis",
-    "study_figures",
-    "write_html",
-    "write_pngs",
-]

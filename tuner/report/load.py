@@ -5,7 +5,7 @@ validations; on a study of 10,000 trials that takes tens of seconds. Reports onl
 SQL storage (SQLite, PostgreSQL, MySQL ...) this module reads Optuna's tables directly -- one query
 per table for the whole study -- and returns :class:`TrialRow` records that carry what a report
 needs (``number``, ``state``, ``params``, ``user_attrs``, ``values``, times). They duck-type
-``FrozenTrial`` for :func:`tuner.report.study_report` and :func:`tuner.study.trial_records`. A
+``FrozenTrial`` for :func:`tuner.report.study_report` and :func:`tuner.study.studies.trial_records`. A
 journal storage (``journal:PATH``) and anything the fast path cannot read go through Optuna's API.
 
 A *study reference* names a storage and optionally one study in it: a ``.db`` path, any SQLAlchemy
@@ -26,7 +26,7 @@ from tuner.errors import StorageError, StudyError
 from tuner.report.sql_read import _check_schema, _Connection, _first_line, _redact, _rows, _sql_study
 from tuner.report.study_data import StudyData, TrialRow
 
-__all__ = ["REPORT_SKIP", "StudyData", "StudyRef", "TrialRow", "load_ref", "load_studies", "parse_ref", "study_names"]
+__all__ = ["REPORT_SKIP", "StudyRef", "load_ref", "load_studies", "parse_ref", "study_names"]
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 #: trial user attributes that reports, compare and export never read (what each backend applied)
@@ -42,14 +42,14 @@ class StudyRef:
 
     @property
     def shown(self) -> str:
-        from tuner.study import redact
+        from tuner.study.storage import redact
 
         return redact(self.url) + (f":{self.study}" if self.study else "")
 
 
 def parse_ref(text: str, study: str | None = None) -> StudyRef:
     """``a.db`` | URL | ``a.db:name`` | ``sqlite:///a.db:name`` | ``URL#name`` -> :class:`StudyRef`."""
-    from tuner.study import storage_url
+    from tuner.study.storage import storage_url
 
     raw = str(text).strip()
     if not raw:
@@ -74,7 +74,7 @@ def parse_ref(text: str, study: str | None = None) -> StudyRef:
 def _api_studies(url: str, names: Sequence[str] | None) -> list[StudyData]:
     import optuna
 
-    from tuner.study import list_studies, open_storage
+    from tuner.study.storage import list_studies, open_storage
 
     storage = open_storage(url, create=False, heartbeat=False)
     all_names = [s.study_name for s in list_studies(storage)]
@@ -125,7 +125,7 @@ def _is_sql(url: str) -> bool:
 def study_names(url: str) -> list[str]:
     """Names of the studies a storage holds, in creation order."""
     if not _is_sql(url):
-        from tuner.study import list_studies, open_storage
+        from tuner.study.storage import list_studies, open_storage
 
         return [s.study_name for s in list_studies(open_storage(url, create=False, heartbeat=False))]
     with _Connection(url) as conn:

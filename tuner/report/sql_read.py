@@ -81,7 +81,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _redact(url: str) -> str:
-    from tuner.study import redact
+    from tuner.study.storage import redact
 
     return redact(url)
 

@@ -8,10 +8,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.analysis import TrialRecord, find_knee, pareto_front
-from tuner.analysis.knee import DEFAULT_TOLERANCE
+from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee
+from tuner.analysis.pareto import pareto_front
 from tuner.metrics import METRICS
-from tuner.study import config_of, trial_records
+from tuner.study.ledger import config_of, trial_records
 
 #: metrics shown in a record (the rest stay in the storage)
 _SHOWN = (*METRICS, "qps_runs", "qps_spread")

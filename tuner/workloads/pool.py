@@ -16,7 +16,7 @@ from tuner.backends.base import Backend, Instance, RuntimeConfig
 
 
 class PoolWorkload:
-    """Opens the pool, then drives it until :meth:`stop`. Implements :class:`tuner.measure.Source`."""
+    """Opens the pool, then drives it until :meth:`stop`. Implements :class:`tuner.measurement.steady_state.Source`."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
     from pathlib import Path
 
     from tuner.backends.registry import get_backend
-    from tuner.measure import MeasureSettings, measure_steady_state
+    from tuner.measurement.steady_state import MeasureSettings, measure_steady_state
 
     params = job["params"]
     backend_cls = get_backend(job["backend"])

@@ -1,0 +1,146 @@
+"""The pydantic models of a workload file's sections (``extra="forbid"``, frozen)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SAMPLERS = ("tpe", "grid", "random", "gp", "nsga2", "knee")
+KINDS = ("pool", "pipeline", "command")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: keys of ``workload`` that only ``kind: command`` takes
+COMMAND_KEYS = ("command", "env", "cwd", "parse")
+
+
+#: keys of ``workload`` that only ``kind: pipeline`` takes
+PIPELINE_KEYS = ("stages", "images", "synthetic")
+
+
+class SyntheticImages(_Strict):
+    """``workload.synthetic``: a JPEG set generated once and cached (default: the Ascend note's 1536 x 1024)."""
+
+    count: int = Field(64, ge=1, le=100_000)
+    width: int = Field(1536, ge=8, le=16384)
+    height: int = Field(1024, ge=8, le=16384)
+    quality: int = Field(90, ge=1, le=100)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class WorkloadSection(_Strict):
+    kind: Literal["pool", "pipeline", "command"] = "pool"
+    backend: str = "onnxruntime"
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    # kind: command only; element types are checked with their line by tuner.workloads.command.job
+    command: list[Any] | None = None
+    env: dict[str, Any] = Field(default_factory=dict)
+    cwd: str | None = None
+    parse: Any = None  # 'json' | {metric: regex | {regex, value}}
+    # kind: pipeline only (see tuner.workloads.pipeline.engine and tuner.workloads.pipeline.stages)
+    stages: list[Any] | None = None
+    images: str | None = None
+    synthetic: SyntheticImages | None = None
+
+
+class MeasureSection(_Strict):
+    warmup_s: float = Field(2.0, ge=0, le=3600)
+    window_s: float = Field(1.0, gt=0, le=3600)
+    stable_windows: int = Field(3, ge=1, le=1000)
+    stability: float = Field(0.05, gt=0, lt=1)
+    max_s: float = Field(20.0, gt=0, le=86400)
+    repeats: int = Field(1, ge=1, le=100)
+    min_window_requests: int = Field(4, ge=1, le=100000)
+
+    @model_validator(mode="after")
+    def _fits(self) -> MeasureSection:
+        if self.max_s < self.warmup_s + self.window_s:
+            raise ValueError(
+                f"max_s ({self.max_s}) must leave room for warmup_s + one window ({self.warmup_s} + {self.window_s})"
+            )
+        return self
+
+
+class KneeSection(_Strict):
+    tolerance: float = Field(0.10, gt=0, lt=1)
+
+
+class StudySection(_Strict):
+    storage: str | None = None
+    sampler: Literal["tpe", "grid", "random", "gp", "nsga2", "knee"] = "tpe"
+    trials: int = Field(30, ge=1, le=1_000_000)
+    timeout_s: float | None = Field(None, gt=0)
+    trial_timeout_s: float = Field(120.0, gt=0, le=86400)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    patience: int | None = Field(None, ge=1)
+    allow_oversubscription: bool = False
+    max_consecutive_failures: int = Field(3, ge=1)
+    memory_limit_mb: float | None = Field(None, gt=0)
+    heartbeat_s: int = Field(10, ge=1, le=3600)
+    heartbeat_grace_s: int = Field(60, ge=2, le=86400)
+
+    @model_validator(mode="after")
+    def _grace(self) -> StudySection:
+        if self.heartbeat_grace_s <= self.heartbeat_s:
+            raise ValueError(
+                f"heartbeat_grace_s ({self.heartbeat_grace_s}) must be longer than heartbeat_s ({self.heartbeat_s})"
+            )
+        return self
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) > max ({self.max})")
+        return self
+
+
+class RangeAxisModel(_Strict):
+    low: int | float
+    high: int | float
+    step: int | float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> RangeAxisModel:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+        if self.log and self.step is not None and self.step != 1:
+            raise ValueError("log ranges cannot have a step other than 1")
+        return self
+
+
+class WorkloadFile(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    workload: WorkloadSection
+    search: dict[str, Any] = Field(default_factory=dict)
+    objectives: list[dict[str, Literal["maximize", "minimize"]]] = Field(default_factory=lambda: [{"qps": "maximize"}])
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    knee: KneeSection = Field(default_factory=KneeSection)
+    measure: MeasureSection = Field(default_factory=MeasureSection)
+    study: StudySection = Field(default_factory=StudySection)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        if not value:
+            raise ValueError("give at least one objective, e.g. '- qps: maximize'")
+        for item in value:
+            if len(item) != 1:
+                raise ValueError("each objective is one 'metric: maximize|minimize' pair")
+        return value

@@ -1,0 +1,199 @@
+"""Read and parse a workload file into a frozen :class:`Spec` with its hash; storage URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tuner.config.axes import Axis, _build_axes, check_axis_value
+from tuner.config.checks import _check_backend, _check_command, _check_pipeline
+from tuner.config.lines import _format_validation, _LineMap, _nearest, _yaml_error
+from tuner.config.models import (
+    COMMAND_KEYS,
+    PIPELINE_KEYS,
+    Bound,
+    KneeSection,
+    MeasureSection,
+    StudySection,
+    WorkloadFile,
+    WorkloadSection,
+)
+from tuner.errors import SpecError
+from tuner.metrics import NUMERIC_METRICS
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated workload file. ``axes`` holds every searchable name, the four core axes always."""
+
+    name: str
+    path: Path | None
+    text: str
+    model: WorkloadFile
+    axes: Mapping[str, Axis]
+    objectives: tuple[tuple[str, str], ...]
+    base_dir: Path
+    spec_hash: str = field(default="")
+
+    @property
+    def workload(self) -> WorkloadSection:
+        return self.model.workload
+
+    @property
+    def measure(self) -> MeasureSection:
+        return self.model.measure
+
+    @property
+    def study(self) -> StudySection:
+        return self.model.study
+
+    @property
+    def knee(self) -> KneeSection:
+        return self.model.knee
+
+    @property
+    def constraints(self) -> Mapping[str, Bound]:
+        return self.model.constraints
+
+    def searched_axes(self) -> dict[str, Axis]:
+        """Axes with more than one possible value."""
+        return {n: a for n, a in self.axes.items() if a.kind != "fixed"}
+
+    def default_params(self) -> dict[str, Any]:
+        return {n: a.default for n, a in self.axes.items()}
+
+    def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Default params with ``overrides`` applied; unknown names and ill-typed values raise SpecError."""
+        params = self.default_params()
+        for key, value in overrides.items():
+            if key not in self.axes:
+                raise SpecError(f"{self._where()}: --set {key}: unknown axis{_nearest(key, self.axes)}")
+            params[key] = check_axis_value(key, value, where=f"{self._where()}: --set {key}")
+        return params
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "<workload>"
+
+    def storage_url(self) -> str:
+        """The study storage as a SQLAlchemy URL (default ``studies/<name>.db`` beside the workloads dir)."""
+        return storage_url(self.study.storage, self.base_dir, default=f"studies/{self.name}.db", root=self.base_dir)
+
+
+def storage_url(storage: str | None, base_dir: Path, *, default: str | None = None, root: Path | None = None) -> str:
+    """A path or URL -> SQLAlchemy/Optuna storage URL. Relative paths resolve against ``base_dir``."""
+    if storage is None:
+        if default is None:
+            raise SpecError("no storage given")
+        # the default lives in the project's studies/ folder: the workload dir's parent when it is workloads/
+        anchor = root or base_dir
+        if anchor.name == "workloads":
+            anchor = anchor.parent
+        return "sqlite:///" + str((anchor / default).resolve())
+    journal = storage.startswith("journal:")
+    if "://" in storage and not journal:
+        return storage
+    path = Path(storage.removeprefix("journal:")).expanduser()
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    return ("journal:" if journal else "sqlite:///") + str(path)
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def load_spec(path: str | Path, *, validate_backend: bool = True) -> Spec:
+    """Read and validate a workload file. Raises :class:`SpecError` with a one-line message."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: workload file not found") from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read workload file: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SpecError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})") from None
+    return parse_spec(text, path=path, validate_backend=validate_backend)
+
+
+def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = True) -> Spec:
+    where = str(path) if path else "<workload>"
+    lines = _LineMap.build(text, where)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:  # a tag compose accepts but no safe constructor knows (!!python/...)
+        raise SpecError(_yaml_error(err, where)) from None
+    if data is None:
+        raise SpecError(f"{where}: the file is empty; expected a mapping with at least a 'workload' key")
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}:1: expected a mapping at the top level, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise SpecError(f"{where}:{lines.line(())}: key {key!r}: expected a string key")
+    try:
+        model = WorkloadFile.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation(err, where, lines)) from None
+
+    base_dir = (path.parent if path else Path.cwd()).resolve()
+    name = model.name or (path.stem if path else "workload")
+    axes = _build_axes(model, where, lines, validate_backend=validate_backend)
+    objectives = tuple(next(iter(o.items())) for o in model.objectives)
+    for i, (metric, _direction) in enumerate(objectives):
+        if metric not in NUMERIC_METRICS:
+            raise SpecError(
+                f"{where}:{lines.line(('objectives', i))}: objectives[{i}]: unknown metric {metric!r}"
+                f"{_nearest(metric, NUMERIC_METRICS)} (valid: {', '.join(NUMERIC_METRICS)})"
+            )
+    for metric in model.constraints:
+        if metric not in NUMERIC_METRICS:
+            raise SpecError(
+                f"{where}:{lines.line(('constraints', metric))}: constraints.{metric}: unknown metric"
+                f"{_nearest(metric, NUMERIC_METRICS)} (valid: {', '.join(NUMERIC_METRICS)})"
+            )
+    if model.workload.kind == "pool" and validate_backend:
+        _check_backend(model, where, lines)
+    if model.workload.kind == "pipeline":
+        _check_pipeline(model, axes, where, lines, base_dir, validate_backend=validate_backend)
+    else:
+        for key in PIPELINE_KEYS:
+            if key in model.workload.model_fields_set:
+                raise SpecError(
+                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: pipeline "
+                    f"(this workload is kind: {model.workload.kind})"
+                )
+        for key in axes:
+            if key.startswith("stages.") and model.workload.kind == "pool":
+                raise SpecError(f"{where}:{lines.line(('search', key))}: search.{key}: stages are for kind: pipeline")
+    if model.workload.kind == "command":
+        _check_command(model, axes, objectives, where, lines)
+    else:
+        for key in COMMAND_KEYS:
+            if key in model.workload.model_fields_set:
+                raise SpecError(
+                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: command "
+                    f"(this workload is kind: {model.workload.kind})"
+                )
+    spec = Spec(name=name, path=path, text=text, model=model, axes=axes, objectives=objectives, base_dir=base_dir)
+    return _with_hash(spec)
+
+
+def _with_hash(spec: Spec) -> Spec:
+    """Hash what changes measurements (workload, search, objectives, constraints, knee, measure)."""
+    content = spec.model.model_dump(mode="json", exclude={"study"})
+    # keys of other kinds, left unset, do not change the hash (studies made before they existed resume)
+    kind_keys = set(COMMAND_KEYS) | set(PIPELINE_KEYS)
+    for key in kind_keys - spec.model.workload.model_fields_set:
+        content["workload"].pop(key, None)
+    content["name"] = spec.name
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return Spec(**{**spec.__dict__, "spec_hash": digest})

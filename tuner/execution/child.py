@@ -1,0 +1,155 @@
+"""Run one measurement in a fresh child process and read one JSON result back.
+
+The parent never measures in its own process. It starts ``python -m tuner.execution.worker`` (through
+:func:`~tuner.measurement.process.run_process`: a new session, its whole process tree watched with psutil), feeds
+it the job, and reads JSON-line events from its stdout: peak resident memory (summed over the tree)
+and CPU time during the measured part. A crash, a signal, a timeout or running out of memory comes back
+as a :class:`Failure` carrying the exit code / signal and the last lines of stderr; it never raises.
+:func:`aggregate_repeats` folds the repeats of one config into one result.
+
+The launch-watch-kill part is :mod:`tuner.measurement.process` (``run_process``, ``Failure``, ``exit_failure``, ...),
+re-exported here, where callers import it from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from tuner.measurement.process import (
+    Failure,
+    FailureKind,
+    ProcessOutcome,
+    TreeWatcher,
+    exit_failure,
+    run_process,
+    signal_name,
+)
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one child run produced: metrics on success, a failure otherwise."""
+
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    applied: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    failure: Failure | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def run_job(
+    job: Mapping[str, Any],
+    *,
+    timeout_s: float,
+    memory_limit_mb: float | None = None,
+    on_event: EventSink | None = None,
+    poll_s: float = 0.1,
+    python: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> TrialResult:
+    """Run ``job`` in a ``python -m tuner.execution.worker`` child; always returns a :class:`TrialResult`."""
+    sink = on_event or (lambda _e: None)
+    params = dict(job.get("params", {}))
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    events: list[dict[str, Any]] = []
+    cpu_marks: dict[str, tuple[float, float]] = {}
+
+    def on_line(raw: bytes, watcher: TreeWatcher) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        name = event.get("event")
+        if name in ("measure_start", "measure_end"):
+            _, cpu = watcher.sample()
+            cpu_marks[name] = (time.monotonic(), cpu)
+        events.append(event)
+        sink(event)
+
+    outcome = run_process(
+        [python or sys.executable, "-m", "tuner.execution.worker"],
+        timeout_s=timeout_s,
+        memory_limit_mb=memory_limit_mb,
+        poll_s=poll_s,
+        env=env,
+        stdin_data=json.dumps(job).encode(),
+        on_stdout_line=on_line,
+    )
+    wall_s = outcome.wall_s
+    stderr_tail = outcome.tail()
+    code = outcome.returncode
+
+    result_event = next((e for e in reversed(events) if e.get("event") == "result"), None)
+    error_event = next((e for e in reversed(events) if e.get("event") == "error"), None)
+    failure = outcome.failure
+    if failure is not None:
+        failure = Failure(failure.kind, failure.message, code, signal_name(code), stderr_tail)
+    elif error_event is not None:
+        kind: FailureKind = "oom" if error_event.get("type") == "MemoryError" else "error"
+        failure = Failure(kind, str(error_event.get("message")), code, None, stderr_tail)
+    elif code != 0 or result_event is None:
+        failure = exit_failure(code, stderr_tail, result_event is None)
+    if failure is not None:
+        return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=_partial(outcome))
+
+    assert result_event is not None
+    metrics = dict(result_event.get("metrics", {}))
+    own_peak = float(metrics.pop("child_maxrss_mb", 0.0))
+    metrics["peak_rss_mb"] = max(outcome.peak_rss_mb, own_peak)
+    if "measure_start" in cpu_marks and "measure_end" in cpu_marks:
+        (t0, c0), (t1, c1) = cpu_marks["measure_start"], cpu_marks["measure_end"]
+        cores = psutil.cpu_count() or 1
+        metrics["cpu_util"] = max(0.0, min(1.0, (c1 - c0) / max(t1 - t0, 1e-9) / cores))
+    else:
+        metrics["cpu_util"] = float("nan")
+    return TrialResult(
+        params=params,
+        metrics=metrics,
+        applied=result_event.get("applied", {}),
+        versions=result_event.get("versions", {}),
+        wall_s=wall_s,
+    )
+
+
+def _partial(outcome: ProcessOutcome) -> dict[str, Any]:
+    return {"peak_rss_mb": outcome.peak_rss_mb} if outcome.peak_rss_mb else {}
+
+
+def aggregate_repeats(results: Sequence[TrialResult]) -> TrialResult:
+    """The repeat with the median qps, plus ``qps_runs`` and ``qps_spread`` ((max-min)/median)."""
+    ok = [r for r in results if r.ok]
+    if not ok:
+        return results[-1]
+    ordered = sorted(ok, key=lambda r: float(r.metrics["qps"]))
+    median = ordered[(len(ordered) - 1) // 2]
+    runs = [float(r.metrics["qps"]) for r in ok]
+    metrics = dict(median.metrics)
+    mid = float(median.metrics["qps"])
+    metrics["qps_runs"] = runs
+    metrics["qps_spread"] = (max(runs) - min(runs)) / mid if mid > 0 else float("nan")
+    metrics["peak_rss_mb"] = max(float(r.metrics.get("peak_rss_mb", 0.0)) for r in ok)
+    return TrialResult(
+        params=median.params,
+        metrics=metrics,
+        applied=median.applied,
+        versions=median.versions,
+        wall_s=sum(r.wall_s for r in results),
+    )

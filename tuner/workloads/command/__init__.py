@@ -1,0 +1,1 @@
+"""tuner.workloads.command.job."""
