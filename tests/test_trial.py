@@ -19,8 +19,9 @@ import psutil
 import pytest
 from _procs import gone
 
-from tuner.execution.child import TrialResult, aggregate_repeats, run_job
+from tuner.execution.child import run_job
 from tuner.measurement.process import Failure
+from tuner.measurement.result import TrialResult, aggregate_repeats
 
 FAST_MEASURE = {
     "warmup_s": 0.2,

@@ -4,11 +4,8 @@ The parent never measures in its own process. It starts ``python -m tuner.execut
 :func:`~tuner.measurement.process.run_process`: a new session, its whole process tree watched with psutil), feeds
 it the job, and reads JSON-line events from its stdout: peak resident memory (summed over the tree)
 and CPU time during the measured part. A crash, a signal, a timeout or running out of memory comes back
-as a :class:`Failure` carrying the exit code / signal and the last lines of stderr; it never raises.
-:func:`aggregate_repeats` folds the repeats of one config into one result.
-
-The launch-watch-kill part is :mod:`tuner.measurement.process` (``run_process``, ``Failure``, ``exit_failure``, ...),
-re-exported here, where callers import it from.
+as a :class:`~tuner.measurement.process.Failure` carrying the exit code / signal and the last lines of
+stderr; it never raises.
 """
 
 from __future__ import annotations
@@ -17,8 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import psutil
@@ -32,24 +28,7 @@ from tuner.measurement.process import (
     run_process,
     signal_name,
 )
-
-EventSink = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """What one child run produced: metrics on success, a failure otherwise."""
-
-    params: Mapping[str, Any]
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    applied: Mapping[str, Any] = field(default_factory=dict)
-    versions: Mapping[str, Any] = field(default_factory=dict)
-    failure: Failure | None = None
-    wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
+from tuner.measurement.result import EventSink, TrialResult
 
 
 def run_job(
@@ -131,25 +110,3 @@ def run_job(
 
 def _partial(outcome: ProcessOutcome) -> dict[str, Any]:
     return {"peak_rss_mb": outcome.peak_rss_mb} if outcome.peak_rss_mb else {}
-
-
-def aggregate_repeats(results: Sequence[TrialResult]) -> TrialResult:
-    """The repeat with the median qps, plus ``qps_runs`` and ``qps_spread`` ((max-min)/median)."""
-    ok = [r for r in results if r.ok]
-    if not ok:
-        return results[-1]
-    ordered = sorted(ok, key=lambda r: float(r.metrics["qps"]))
-    median = ordered[(len(ordered) - 1) // 2]
-    runs = [float(r.metrics["qps"]) for r in ok]
-    metrics = dict(median.metrics)
-    mid = float(median.metrics["qps"])
-    metrics["qps_runs"] = runs
-    metrics["qps_spread"] = (max(runs) - min(runs)) / mid if mid > 0 else float("nan")
-    metrics["peak_rss_mb"] = max(float(r.metrics.get("peak_rss_mb", 0.0)) for r in ok)
-    return TrialResult(
-        params=median.params,
-        metrics=metrics,
-        applied=median.applied,
-        versions=median.versions,
-        wall_s=sum(r.wall_s for r in results),
-    )

@@ -8,7 +8,8 @@ from typing import Any
 
 from tuner.config.spec import Spec
 from tuner.errors import SpecError
-from tuner.execution.child import EventSink, TrialResult, aggregate_repeats, run_job
+from tuner.execution.child import run_job
+from tuner.measurement.result import EventSink, TrialResult, aggregate_repeats
 
 
 def resolve_model_path(spec: Spec) -> Path | None:

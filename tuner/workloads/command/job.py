@@ -39,8 +39,8 @@ from typing import Any
 
 import psutil
 
-from tuner.execution.child import EventSink, TrialResult
 from tuner.measurement.process import Failure, exit_failure, run_process, signal_name
+from tuner.measurement.result import EventSink, TrialResult
 from tuner.workloads.command.parse import ParseFailure, _is_number, compile_rule, parse_json, parse_regex
 from tuner.workloads.command.template import format_value, placeholders, substitute
 
