@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    print("harness overhead: `tuner run` (tuner.execution.runner.measure_config, child process) vs a hand-written ORT loop")
+    print("harness overhead: `tuner run` (execution.runner.measure_config, child process) vs a hand-written ORT loop")
     print_platform()
     print(
         f"measure: warmup_s {args.warmup_s}, window_s {args.window_s}, stable_windows {args.stable_windows}, "

@@ -5,7 +5,7 @@
    config (highest qps) is the candidate. ``--config pool_size=2,requests_per_sync=2,...`` skips the search.
 2. **compare**, alternated A B B A ... for ``--rounds`` rounds:
 
-   * **A, tuner**: ``tuner.execution.runner.measure_config`` on that config (a fresh ``python -m tuner.execution.worker``
+   * **A, tuner**: ``execution.runner.measure_config`` on that config (a fresh ``python -m tuner.execution.worker``
      child: load, warm-up, steady-state windows), exactly what ``tuner run`` measures;
    * **B, the hint**: ``benchmark_app -m resnet50.onnx -d CPU -hint throughput -infer_precision f32
      -b 1 -t SECONDS`` (the device picks streams and requests; ``-b`` because the zoo model's batch is

@@ -9,10 +9,10 @@ from typing import Any
 import optuna
 import pytest
 
-from tuner.analysis.knee import TrialRecord, find_knee
+from tuner.analysis.knee import TrialRecord, config_cost, find_knee
 from tuner.backends.sim import bound_qps
 from tuner.config.spec import parse_spec
-from tuner.search.knee_sampler import KneePlanner, KneeSampler, Observation, plan_cost
+from tuner.search.knee_sampler import KneePlanner, KneeSampler, Observation
 from tuner.search.samplers import make_sampler
 from tuner.search.space import config_key, distributions
 
@@ -155,10 +155,10 @@ def test_infeasible_observations_do_not_count_as_throughput() -> None:
     assert planner.next(obs) == {"pool_size": 4}
 
 
-def test_plan_cost_orders_by_samples_in_flight_then_threads() -> None:
-    assert plan_cost({"pool_size": 2, "requests_per_sync": 2, "batch_size": 4, "threads": 3}) == (16, 3)
-    assert plan_cost({"pool_size": 1, "stages.decode.workers": 3}) == (1, 4)
-    assert plan_cost({}) == (1, 1)
+def test_config_cost_orders_by_samples_in_flight_then_threads() -> None:
+    assert config_cost({"pool_size": 2, "requests_per_sync": 2, "batch_size": 4, "threads": 3}) == (16, 3)
+    assert config_cost({"pool_size": 1, "stages.decode.workers": 3}) == (1, 4)
+    assert config_cost({}) == (1, 1)
 
 
 # ------------------------------------------------------------------------------- the Optuna sampler

@@ -1,6 +1,9 @@
 """Analysis of measured trials: the saturation knee and the Pareto front, as plain frozen records.
 
-Pure functions, no I/O: report, compare and export read these records only.
+Pure functions, no I/O: report, compare and export read these records only. The package's face lists
+the public names; inside tuner they are imported from their modules (:mod:`.knee`, :mod:`.pareto`).
+
+May import: :mod:`tuner.text` only.
 """
 
 from __future__ import annotations

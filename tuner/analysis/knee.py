@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from tuner.text import finite_or_none, format_params
+
 __all__ = [
     "DEFAULT_TOLERANCE",
     "PLATEAU_STDERR",
@@ -106,14 +108,23 @@ def threads_of(params: Mapping[str, Any]) -> int:
 
 
 def _peak_rss(metrics: Mapping[str, Any]) -> float:
-    value = _finite(metrics.get("peak_rss_mb"))
+    value = finite_or_none(metrics.get("peak_rss_mb"))
     # unknown memory is never assumed cheap
     return math.inf if value is None else value
 
 
+def config_cost(params: Mapping[str, Any]) -> tuple[int, int]:
+    """``(samples in flight, threads + stage workers)``: what 'cheaper' means for a configuration.
+
+    The one cost order of the knee: the analysis (with memory as the last tie-break, :func:`cost_key`) and
+    the knee sampler's plan both use it.
+    """
+    return in_flight(params), threads_of(params)
+
+
 def cost_key(record: TrialRecord) -> tuple[int, int, float]:
     """``(in_flight, threads, peak_rss_mb)``: smaller is cheaper. Missing memory counts as infinite."""
-    return (in_flight(record.params), threads_of(record.params), _peak_rss(record.metrics))
+    return (*config_cost(record.params), _peak_rss(record.metrics))
 
 
 def _costs_more(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
@@ -124,18 +135,13 @@ def _costs_more(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
 # ------------------------------------------------------------------------------------------ merging
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
 
 
 def _windows(metrics: Mapping[str, Any]) -> list[float]:
     raw = metrics.get("window_qps")
     if not isinstance(raw, Iterable) or isinstance(raw, (str, bytes, Mapping)):
         return []
-    return [w for w in (_finite(v) for v in raw) if w is not None]
+    return [w for w in (finite_or_none(v) for v in raw) if w is not None]
 
 
 def _freeze(value: Any) -> Any:
@@ -181,7 +187,7 @@ def _merge_group(group: Sequence[TrialRecord]) -> TrialRecord:
             metrics[name] = [w for record in group for w in _windows(record.metrics)]
             continue
         values = [record.metrics[name] for record in group if name in record.metrics]
-        numbers = [v for v in (_finite(x) for x in values) if v is not None]
+        numbers = [v for v in (finite_or_none(x) for x in values) if v is not None]
         if all(isinstance(v, bool) for v in values):
             metrics[name] = all(values)
         elif numbers and len(numbers) == len(values):
@@ -204,7 +210,7 @@ def merge_repeats(trials: Iterable[TrialRecord], *, require_qps: bool = True) ->
 
 def _groups(trials: Iterable[TrialRecord], *, require_qps: bool = True) -> list[list[TrialRecord]]:
     """Usable trials grouped by ``params``, each group and the groups in trial-number order."""
-    usable = (t for t in trials if t.feasible and (not require_qps or _finite(t.metrics.get("qps")) is not None))
+    usable = (t for t in trials if t.feasible and (not require_qps or finite_or_none(t.metrics.get("qps")) is not None))
     groups: dict[tuple[tuple[str, Any], ...], list[TrialRecord]] = {}
     for record in sorted(usable, key=lambda t: t.number):
         groups.setdefault(_params_key(record.params), []).append(record)
@@ -261,7 +267,7 @@ def _choose(qps: np.ndarray, stderr: np.ndarray, tolerance: float) -> tuple[np.n
 def _describe(params: Mapping[str, Any]) -> str:
     if not params:
         return "the default configuration"
-    return ", ".join(f"{k}={v}" for k, v in sorted(params.items(), key=lambda kv: str(kv[0])))
+    return format_params(params, sort=True)
 
 
 def find_knee(

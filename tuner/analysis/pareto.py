@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from tuner.analysis.knee import TrialRecord, merge_repeats
+from tuner.text import finite_or_none
 
 __all__ = ["pareto_front"]
 
@@ -27,11 +28,7 @@ def _signs(objectives: Sequence[tuple[str, str]]) -> list[tuple[str, float]]:
 
 
 def _value(record: TrialRecord, name: str) -> float | None:
-    value = record.metrics.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
+    return finite_or_none(record.metrics.get(name))
 
 
 def pareto_front(trials: Iterable[TrialRecord], objectives: Sequence[tuple[str, str]]) -> list[TrialRecord]:

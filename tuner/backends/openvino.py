@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.backends.base import Backend, DoneCallback, Instance, RuntimeConfig
 from tuner.errors import BackendError, ModelError
+from tuner.text import first_line
 
 #: properties read back from every compiled model (what the device resolved)
 RESOLVED_PROPERTIES = (
@@ -254,7 +255,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(str(self.model))
         except Exception as err:  # OpenVINO raises RuntimeError subclasses
-            raise ModelError(f"OpenVINO could not read {self.model}: {str(err).strip().splitlines()[0]}") from None
+            raise ModelError(f"OpenVINO could not read {self.model}: {first_line(err)}") from None
         shapes = {}
         for port in model.inputs:
             pshape = port.get_partial_shape()
@@ -272,7 +273,7 @@ class OpenVinoBackend(Backend):
             model.reshape(shapes)
         except Exception as err:  # noqa: BLE001
             raise BackendError(
-                f"OpenVINO could not reshape {self.model} to batch {batch}: {str(err).strip().splitlines()[0]}"
+                f"OpenVINO could not reshape {self.model} to batch {batch}: {first_line(err)}"
             ) from None
         self._models[batch] = model
         return model
@@ -316,7 +317,7 @@ class OpenVinoBackend(Backend):
                 except Exception as err:  # noqa: BLE001
                     raise BackendError(
                         f"OpenVINO could not compile {self.model} for {opts.device} with {props}: "
-                        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                        f"{first_line(err)}"
                     ) from None
                 shared = self._compiled[key] = _Compiled(compiled, streams)
             shared.users += 1

@@ -7,11 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tuner.text import format_params
+
 _AXES = ("pool_size", "threads", "requests_per_sync", "batch_size")
-
-
-def fmt_params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -66,7 +64,7 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
     best, knee = report.get("best"), report.get("knee")
     if best:
         console.print(
-            f"[bold]best[/]  #{best['number']}  {fmt_params(best['params'])}  ->  "
+            f"[bold]best[/]  #{best['number']}  {format_params(best['params'])}  ->  "
             f"{num(best['metrics'].get('qps'))} qps, p99 {num(best['metrics'].get('latency_p99_ms'))} ms",
             markup=True,
         )
@@ -75,7 +73,7 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         sure = f", confidence {conf:.0%}" if isinstance(conf, float) else ""
         status = "[green]confirmed[/]" if knee["confirmed"] else "[yellow]not confirmed[/]"
         console.print(
-            f"[bold]knee[/]  #{knee['number']}  {fmt_params(knee['params'])}  ->  "
+            f"[bold]knee[/]  #{knee['number']}  {format_params(knee['params'])}  ->  "
             f"{num(knee['metrics'].get('qps'))} qps  ({status}{sure})",
             markup=True,
         )
@@ -102,5 +100,5 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         table.add_column("params")
         table.add_column("reason")
         for f in report["failed"][-10:]:
-            table.add_row(str(f["number"]), fmt_params(f["params"]), str(f["reason"])[:160])
+            table.add_row(str(f["number"]), format_params(f["params"]), str(f["reason"])[:160])
         console.print(table)

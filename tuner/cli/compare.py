@@ -9,6 +9,7 @@ import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, print_json
 from tuner.cli._render import num
+from tuner.text import format_params
 
 
 @handle_errors
@@ -70,8 +71,7 @@ def compare(
 
 def _short(params: dict[str, Any]) -> str:
     """Axes not at 1 (the knee's distinguishing settings), e.g. ``pool_size=6, batch_size=2``."""
-    shown = {k: v for k, v in params.items() if v != 1}
-    return ", ".join(f"{k}={v}" for k, v in (shown or params).items())
+    return format_params(params, hide_ones=True)
 
 
 def _render(doc: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, parse_sets, print_json
+from tuner.text import format_params
 
 
 @handle_errors
@@ -100,7 +101,7 @@ def _render(document: dict[str, Any]) -> None:
     from rich.table import Table
 
     params = document["params"]
-    table = Table(title="tuner run: " + ", ".join(f"{k}={v}" for k, v in params.items()), show_header=True)
+    table = Table(title="tuner run: " + format_params(params), show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in document["metrics"].items():

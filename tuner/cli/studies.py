@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from tuner.cli._common import handle_errors, out_console, print_json
+from tuner.text import format_params
 
 
 @handle_errors
@@ -53,8 +54,7 @@ def _render(rows: list[dict[str, Any]], where: str) -> None:
         best, knee = r.get("best"), r.get("knee")
         knee_text = "-"
         if knee:
-            shown = {k: v for k, v in knee["params"].items() if v != 1} or knee["params"]
-            knee_text = ", ".join(f"{k}={v}" for k, v in shown.items())
+            knee_text = format_params(knee["params"], hide_ones=True)
             knee_text += "" if knee.get("confirmed") else " (not confirmed)"
         table.add_row(
             r["study"],

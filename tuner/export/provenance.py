@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import SpecError
+from tuner.text import format_params
 
 __all__ = ["MARKER", "PROVENANCE_VERSION", "comment_header", "read_provenance", "read_provenance_file"]
 
@@ -82,7 +83,7 @@ def comment_header(prov: Mapping[str, Any], *, fmt: str, verify_hint: bool = Fal
         hw += f", board {platform['board']}"
     if platform.get("accelerators"):
         hw += f", {', '.join(platform['accelerators'])}"
-    params = ", ".join(f"{k}={v}" for k, v in (prov.get("params") or {}).items())
+    params = format_params(prov.get("params") or {})
     lines = [
         f"tuner export ({fmt}) of a measured configuration",
         f"study:     {prov.get('study')}  ({prov.get('storage')})",

@@ -9,6 +9,7 @@ from typing import Any
 
 from tuner.errors import SpecError, StudyError
 from tuner.export.provenance import KEY_METRICS, PLATFORM_KEYS, PROVENANCE_VERSION, now_utc
+from tuner.text import json_safe
 
 __all__ = ["Selection", "parse_pick", "select"]
 
@@ -44,7 +45,7 @@ class Selection:
             "trial": self.number,
             "pick": self.pick,
             "params": dict(self.params),
-            "metrics": _finite(metrics),
+            "metrics": json_safe(dict(metrics)),
             "feasible": self.feasible,
             "knee": dict(self.knee) if self.knee else None,
             "platform_tag": self.platform_tag,
@@ -55,12 +56,6 @@ class Selection:
             "tuner_version": self.tuner_version,
             "notes": list(notes or []),
         }
-
-
-def _finite(values: Mapping[str, Any]) -> dict[str, Any]:
-    import math
-
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
 def parse_pick(text: str) -> tuple[str, int | None]:
@@ -77,7 +72,7 @@ def parse_pick(text: str) -> tuple[str, int | None]:
 def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
     """Pick a trial of ``study`` (a :class:`~tuner.report.load.StudyData`) given its report object."""
     from tuner.platform import platform_tag, tuner_version
-    from tuner.study.ledger import config_of
+    from tuner.trial_attrs import TrialAttrs, config_of, failure_of, is_feasible, qps_of
 
     kind, number = parse_pick(pick)
     knee_info = None
@@ -101,8 +96,8 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
             + (f" (trials are numbered 0..{last})" if last is not None else " (it has no trials)")
         )
     state = getattr(row.state, "name", str(row.state))
-    if state != "COMPLETE" or row.user_attrs.get("qps") is None:
-        failure = (row.user_attrs.get("failure") or {}).get("message") or row.user_attrs.get("skip_reason")
+    if qps_of(row) is None:
+        failure = failure_of(row).get("message") or row.user_attrs.get("skip_reason")
         raise StudyError(
             f"trial {number} of {report['study']!r} was not measured ({state.lower()}"
             + (f": {failure}" if failure else "")
@@ -110,7 +105,9 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         )
     # best and knee carry the analysis' metrics (a configuration measured several times: the means)
     doc = report.get(kind) if kind in ("best", "knee") else None
-    metrics = dict(doc["metrics"]) if doc else {k: v for k, v in row.user_attrs.items() if _is_metric(k, v)}
+    metrics = dict(doc["metrics"]) if doc else {
+        k: v for k, v in TrialAttrs.read(row.user_attrs).metrics.items() if not isinstance(v, dict)
+    }
     params = dict(doc["params"]) if doc else config_of(row)
     attrs = study.user_attrs
     platform = dict(attrs.get("platform") or {})
@@ -121,7 +118,7 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         number=number,
         params=params,
         metrics=metrics,
-        feasible=bool(row.user_attrs.get("feasible", True)),
+        feasible=is_feasible(row),
         workload_text=attrs.get("workload_text"),
         workload_path=attrs.get("workload_path"),
         workload_name=str(attrs.get("workload_name") or report["study"].split("@", 1)[0]),
@@ -131,10 +128,3 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         knee=knee_info,
         tuner_version=tuner_version(),
     )
-
-
-_NOT_METRICS = {"config", "applied", "failure", "constraints", "feasible", "skip_reason", "duplicate_of", "wall_s"}
-
-
-def _is_metric(key: str, value: Any) -> bool:
-    return key not in _NOT_METRICS and not isinstance(value, dict)

@@ -13,10 +13,11 @@ is reported, not failed -- the numbers then tell how far the study transfers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from tuner.text import finite_or_none
 
 __all__ = ["DEFAULT_TOLERANCE", "Verdict", "verify"]
 
@@ -100,13 +101,6 @@ class Verdict:
         }
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def verify(
     provenance: Mapping[str, Any],
     metrics: Mapping[str, Any],
@@ -126,14 +120,14 @@ def verify(
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
     expected = provenance.get("metrics") or {}
     checks = []
-    qps = _number(expected.get("qps"))
+    qps = finite_or_none(expected.get("qps"))
     if qps is not None:
-        measured = _number(metrics.get("qps"))
+        measured = finite_or_none(metrics.get("qps"))
         limit = (1 - tolerance) * qps
         checks.append(Check("qps", qps, measured, limit, "higher", measured is not None and measured >= limit))
-    p99 = _number(expected.get("latency_p99_ms"))
+    p99 = finite_or_none(expected.get("latency_p99_ms"))
     if p99 is not None:
-        measured = _number(metrics.get("latency_p99_ms"))
+        measured = finite_or_none(metrics.get("latency_p99_ms"))
         limit = (1 + tolerance) * p99
         checks.append(
             Check("latency_p99_ms", p99, measured, limit, "lower", measured is not None and measured <= limit)

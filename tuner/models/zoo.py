@@ -30,6 +30,7 @@ from tuner.models.graphs import (
     _unknown_name,
     build_model,
 )
+from tuner.text import first_line
 
 __all__ = ["check_model_file", "default_cache_dir", "resolve_model", "zoo_file_name", "zoo_path"]
 
@@ -158,5 +159,5 @@ def check_model_file(path: Path) -> None:
     except ModelError:
         raise
     except (onnx.checker.ValidationError, DecodeError, OSError, ValueError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise ModelError(f"{path} is not a valid ONNX model: {message}") from exc

@@ -11,6 +11,8 @@ from typing import Any
 from tuner.analysis.knee import TrialRecord, merge_repeats
 from tuner.analysis.pareto import pareto_front
 from tuner.report.axes import _log_axis, _qps, knee_axis, saturation_lines, series_axis
+from tuner.text import first_line, format_params
+from tuner.trial_attrs import is_duplicate, is_feasible, qps_of
 
 #: at most this many lines on a saturation curve; with more values the curve shows the envelope only
 MAX_LINES = 8
@@ -170,8 +172,8 @@ def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
         t
         for t in study.trials
         if getattr(t.state, "name", "") == "COMPLETE"
-        and "duplicate_of" not in t.user_attrs
-        and isinstance(t.user_attrs.get("qps"), int | float)
+        and not is_duplicate(t)
+        and qps_of(t) is not None
         and t.params
         and getattr(t, "distributions", None)
     ]
@@ -185,7 +187,6 @@ def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
     try:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         memory = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
         memory.add_trials(
             [
@@ -198,7 +199,7 @@ def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
         evaluator, method = _evaluator(optuna)
         values = optuna.importance.get_param_importances(memory, evaluator=evaluator)
     except Exception as err:  # optuna refuses some spaces (e.g. dynamic ones); the figure says why
-        return {}, f"parameter importance not available: {str(err).strip().splitlines()[0][:160]}"
+        return {}, f"parameter importance not available: {first_line(err, 160)}"
     values = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
     if not values:
         return {}, "parameter importance not available: no parameter left after filtering"
@@ -221,10 +222,10 @@ def history_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
     best = -math.inf
     for t in study.trials:
         state = getattr(t.state, "name", "")
-        if state == "COMPLETE" and isinstance(t.user_attrs.get("qps"), int | float):
-            qps = float(t.user_attrs["qps"])
-            done.append((t.number, qps, "duplicate_of" in t.user_attrs))
-            if t.user_attrs.get("feasible", True) and qps > best:
+        qps = qps_of(t)
+        if qps is not None:
+            done.append((t.number, qps, is_duplicate(t)))
+            if is_feasible(t) and qps > best:
                 best = qps
             if best > -math.inf:
                 best_x.append(t.number)
@@ -301,7 +302,7 @@ def study_figures(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
     def params(doc: Mapping[str, Any]) -> str:
-        return ", ".join(f"{k}={v}" for k, v in doc["params"].items())
+        return format_params(doc["params"])
 
     platform = report.get("platform") or {}
     lines = [

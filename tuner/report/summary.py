@@ -11,7 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee
 from tuner.analysis.pareto import pareto_front
 from tuner.metrics import METRICS
-from tuner.study.ledger import config_of, trial_records
+from tuner.study.ledger import trial_records
+from tuner.trial_attrs import config_of, failure_of, is_duplicate
 
 #: metrics shown in a record (the rest stay in the storage)
 _SHOWN = (*METRICS, "qps_runs", "qps_spread")
@@ -45,10 +46,10 @@ def study_report(
     for t in trials:
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
-            counts["duplicates"] += "duplicate_of" in t.user_attrs
+            counts["duplicates"] += is_duplicate(t)
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
-            failure = t.user_attrs.get("failure") or {
+            failure = failure_of(t) or {
                 "kind": "worker-lost",
                 "message": "no result recorded: the worker stopped sending heartbeats mid-trial (it died or lost "
                 "the database); the config was re-queued",

@@ -25,31 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.analysis.knee import config_cost
 from tuner.search.space import config_key
+from tuner.trial_attrs import config_of, is_feasible, is_open_failure, qps_of
 
 RESOURCE_AXES = ("pool_size", "requests_per_sync", "batch_size", "threads")
-IN_FLIGHT_AXES = ("pool_size", "requests_per_sync", "batch_size")
 
 
 def _is_resource(name: str) -> bool:
     return name in RESOURCE_AXES or (name.startswith("stages.") and name.endswith(".workers"))
-
-
-def plan_cost(params: Mapping[str, Any]) -> tuple[int, int]:
-    """(samples in flight, threads + stage workers): the order 'cheaper' means in the knee definition."""
-    flight = 1
-    for a in IN_FLIGHT_AXES:
-        flight *= int(params.get(a, 1))
-    threads = int(params.get("threads", 1)) + sum(
-        int(v) for k, v in params.items() if k.startswith("stages.") and k.endswith(".workers")
-    )
-    return flight, threads
 
 
 @dataclass(frozen=True)
@@ -111,7 +100,7 @@ class KneePlanner:
         if scored:
             plateau = max(q for _, q in scored)
             good = [cfg for cfg, q in scored if q >= (1 - self.tolerance) * plateau]
-            anchors = [min(good, key=plan_cost), max(scored, key=lambda s: s[1])[0]]
+            anchors = [min(good, key=config_cost), max(scored, key=lambda s: s[1])[0]]
         for base in anchors:
             for axis in self.order:
                 values = self.grid[axis]
@@ -181,20 +170,20 @@ class KneePlanner:
         plateau = max(q for _, q in measured)
         threshold = (1 - self.tolerance) * plateau
         good = [cfg for cfg, q in measured if q >= threshold]
-        knee = min(good, key=plan_cost)
-        knee_cost = plan_cost(knee)
+        knee = min(good, key=config_cost)
+        knee_cost = config_cost(knee)
         bad = [cfg for cfg, q in measured if q < threshold]
         candidates = []
         for cfg in self._configs():
-            if visited(cfg) or plan_cost(cfg) >= knee_cost:
+            if visited(cfg) or config_cost(cfg) >= knee_cost:
                 continue
             if any(self._dominated(cfg, b) for b in bad):
                 continue
             candidates.append(cfg)
         if candidates:
-            return max(candidates, key=plan_cost)
+            return max(candidates, key=config_cost)
         # confirmation: one measured config costlier than the knee
-        if not any(plan_cost(cfg) > knee_cost for cfg, _ in measured):
+        if not any(config_cost(cfg) > knee_cost for cfg, _ in measured):
             for axis in self.order:
                 if not _is_resource(axis):
                     continue
@@ -265,7 +254,7 @@ class KneeSampler(BaseSampler):
         observations = [
             observation_of(t)
             for t in study.get_trials(deepcopy=False)
-            if t.number != trial.number and not _interrupted(t)
+            if t.number != trial.number and not is_open_failure(t)
         ]
         cfg = self._planner.next(observations)
         if cfg is None:
@@ -295,15 +284,4 @@ class KneeSampler(BaseSampler):
 
 def observation_of(t: FrozenTrial) -> Observation:
     """A trial as the planner sees it: its full config, and its qps when it completed feasibly."""
-    params = t.user_attrs.get("config") or t.params
-    qps = t.user_attrs.get("qps") if t.state == optuna.trial.TrialState.COMPLETE else None
-    feasible = bool(t.user_attrs.get("feasible", True))
-    return Observation(params=params, qps=float(qps) if qps is not None else None, feasible=feasible)
-
-
-def _interrupted(t: FrozenTrial) -> bool:
-    """A FAIL trial that was never measured (Ctrl-C, a dead worker, a spooled result): its config is open
-    again, so the plan proposes it again on resume."""
-    from tuner.study.ledger import is_measured
-
-    return t.state == TrialState.FAIL and not is_measured(t)
+    return Observation(params=config_of(t), qps=qps_of(t), feasible=is_feasible(t))

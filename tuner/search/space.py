@@ -1,11 +1,10 @@
-"""Search space: spec axes -> Optuna distributions, the full grid, and validity rules as data."""
+"""Search space: spec axes -> Optuna distributions, suggestions, the full grid and config identity."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from optuna.distributions import (
@@ -69,52 +68,3 @@ def iter_grid(spec: Spec) -> Iterator[dict[str, Any]]:
 def config_key(params: Params) -> tuple[tuple[str, str], ...]:
     """A hashable identity of a config (same params -> same key), for 'already measured' checks."""
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
-# ------------------------------------------------------------------------------ validity rules
-
-
-@dataclass(frozen=True)
-class RuleContext:
-    usable_cores: int
-    allow_oversubscription: bool
-    cpu_bound: bool
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A validity rule: ``check`` returns the reason a config is skipped, or None when it is valid."""
-
-    name: str
-    description: str
-    check: Callable[[Params, RuleContext], str | None]
-
-
-def _oversubscribed(params: Params, ctx: RuleContext) -> str | None:
-    if ctx.allow_oversubscription or not ctx.cpu_bound:
-        return None
-    used = int(params.get("pool_size", 1)) * int(params.get("threads", 1))
-    if used > ctx.usable_cores:
-        return (
-            f"oversubscribed: pool_size x threads = {used} > {ctx.usable_cores} usable cores "
-            "(set study.allow_oversubscription: true to measure it anyway)"
-        )
-    return None
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "oversubscription",
-        "pool_size x threads must not exceed the usable cores of a CPU-bound backend",
-        _oversubscribed,
-    ),
-)
-
-
-def skip_reason(params: Params, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> str | None:
-    """The first rule a config breaks, as ``"<rule>: <reason>"``; None when every rule holds."""
-    for rule in rules:
-        reason = rule.check(params, ctx)
-        if reason:
-            return reason
-    return None

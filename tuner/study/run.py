@@ -1,4 +1,4 @@
-"""The search loop behind ``tuner optimize``: one Optuna trial per config, each measured in a child.
+"""The search loop behind ``tuner optimize``: :class:`StudyRun`, one Optuna trial per config, each measured in a child.
 
 Budget: ``study.trials`` counts *measured* trials of the study (a resumed study continues toward the
 same total); skipped configs (a validity rule) are PRUNED with their reason; a config already measured
@@ -8,7 +8,7 @@ the search space exhausted, or ``max_consecutive_failures`` failures of the same
 Ctrl-C marks the running trial FAIL with ``failure.kind = "interrupted"`` and re-raises; running the
 same command again resumes.
 
-The per-trial work (suggest, claim, measure, record, spool) is :class:`tuner.study.objective.Objective`.
+One trial's work (suggest, claim, measure, record, spool) is :class:`tuner.study.objective.TrialAttempt`.
 """
 
 from __future__ import annotations
@@ -18,23 +18,27 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.analysis.knee import KneeResult, find_knee
 from tuner.config.spec import Spec
+from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StorageError, StudyError
 from tuner.execution.runner import resolve_model_path
 from tuner.platform import usable_cores
+from tuner.search.rules import RuleContext
 from tuner.search.samplers import make_sampler
-from tuner.search.space import RuleContext, distributions, grid_size
+from tuner.search.space import distributions, grid_size
 from tuner.study import spool
-from tuner.study.ledger import fail_stale_trials, is_yield, study_progress, trial_records
-from tuner.study.objective import Objective, _root_message, _TrialFailedError
-from tuner.study.storage import is_storage_error, open_storage, redact, scrub, storage_errors, storage_url
+from tuner.study.ledger import fail_stale_trials, study_progress, trial_records
+from tuner.study.objective import TrialAttempt, TrialFailedError, TrialSettings, root_message
+from tuner.study.storage import is_storage_error, open_storage, redact, scrub, storage_errors
 from tuner.study.studies import open_study, worker_identity
+from tuner.trial_attrs import failure_of, is_duplicate, is_yield
 
 EventSink = Callable[[dict[str, Any]], None]
 WAIT_POLL_S = 0.5  # how often a worker whose budget is in flight elsewhere looks again
@@ -52,16 +56,15 @@ class OptimizeResult:
     new_trials: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _State:
-    measured: int = 0
-    distinct: int = 0
-    consecutive_duplicates: int = 0
-    failures: list[str] = field(default_factory=list)
-    since_improvement: int = 0
-    best_qps: float = 0.0
-    knee_number: int | None = None
-    new_trials: list[int] = field(default_factory=list)
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line may override for one run of a study."""
+
+    new: bool = False
+    remeasure: bool = False
+    trials: int | None = None
+    timeout_s: float | None = None
+    allow_platform_mix: bool = False
 
 
 def optimize(
@@ -75,223 +78,269 @@ def optimize(
     allow_platform_mix: bool = False,
     on_event: EventSink | None = None,
 ) -> OptimizeResult:
-    """Run (or resume) the study of ``spec``; see the module docstring for the rules."""
-    url = storage_url(storage) if storage else spec.storage_url()
+    """Run (or resume) the study of ``spec``; see the module docstring for the rules.
+
+    ``storage`` (from ``--storage``) resolves against the current directory, the file's ``study.storage``
+    against the workload file's folder (:func:`tuner.config.storage_url.resolve_storage_url`).
+    """
+    url = resolve_storage_url(storage, base_dir=Path.cwd()) if storage else spec.storage_url()
+    options = RunOptions(
+        new=new, remeasure=remeasure, trials=trials, timeout_s=timeout_s, allow_platform_mix=allow_platform_mix
+    )
     with storage_errors("lost the study storage", url):
-        return _optimize(
-            spec,
-            url=url,
-            new=new,
-            remeasure=remeasure,
-            trials=trials,
-            timeout_s=timeout_s,
-            allow_platform_mix=allow_platform_mix,
-            on_event=on_event,
+        return StudyRun(spec, url, options, on_event).run()
+
+
+class StudyRun:
+    """One worker's run of one study: opens it, runs trials until a stop rule says so, and accounts for them.
+
+    State it owns: the measured count and distinct configs as every worker sees them (refreshed from the
+    study before each trial), the consecutive duplicates and failures of this worker, the plateau and
+    knee so far (patience), and the trials this run added.
+    """
+
+    def __init__(self, spec: Spec, url: str, options: RunOptions, on_event: EventSink | None = None) -> None:
+        self.spec = spec
+        self.url = url
+        self.options = options
+        self.emit: EventSink = on_event or (lambda _e: None)
+        self.target = options.trials or spec.study.trials
+        self.deadline = time.monotonic() + (options.timeout_s or spec.study.timeout_s or math.inf)
+        self.space = grid_size(spec) if _enumerable(spec) else math.inf
+        # a trial far past its timeout is dead even where no heartbeat says so
+        self.max_age_s = spec.study.trial_timeout_s * spec.measure.repeats + spec.study.heartbeat_grace_s + 60
+        self.measured = 0
+        self.distinct = 0
+        self.consecutive_duplicates = 0
+        self.failures: list[str] = []
+        self.since_improvement = 0
+        self.best_qps = 0.0
+        self.knee_number: int | None = None
+        self.new_trials: list[int] = []
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def run(self) -> OptimizeResult:
+        model_path = resolve_model_path(self.spec)  # a missing or corrupt model is an error before any study
+        study = self._open()
+        settings = self._trial_settings(study, model_path)
+        waiting_said = False
+        while True:
+            in_flight, waiting = self._refresh(study)
+            reason = self.stop_reason()
+            if reason:
+                break
+            if in_flight and self.measured + in_flight >= self.target and not waiting:
+                # the rest of the budget is being measured by other workers: wait for them (or for their death)
+                if not waiting_said:
+                    self.emit({"event": "waiting", "in_flight": in_flight, "measured": self.measured})
+                    waiting_said = True
+                time.sleep(WAIT_POLL_S)
+                continue
+            waiting_said = False
+            trial = self.run_trial(study, settings)
+            if trial is None:
+                reason = "the sampler stopped the study (grid exhausted)"
+                break
+            reason = self.account(study, trial)
+            if reason:
+                break
+        return OptimizeResult(
+            study_name=study.study_name,
+            storage=redact(self.url),
+            stop_reason=reason,
+            measured=self.measured,
+            knee=self._knee(study),
+            new_trials=self.new_trials,
         )
 
-
-def _optimize(
-    spec: Spec,
-    *,
-    url: str,
-    new: bool,
-    remeasure: bool,
-    trials: int | None,
-    timeout_s: float | None,
-    allow_platform_mix: bool,
-    on_event: EventSink | None,
-) -> OptimizeResult:
-    emit = on_event or (lambda _e: None)
-    model_path = resolve_model_path(spec)  # a missing or corrupt model is an error before any study is touched
-    store = open_storage(url, heartbeat_s=spec.study.heartbeat_s, grace_s=spec.study.heartbeat_grace_s)
-    sampler = make_sampler(spec)
-
-    def notice(text: str) -> None:
-        emit({"event": "notice", "message": text})
-
-    spool_file = spool.spool_path(spec, url)
-    with storage_errors("cannot use study storage", url):
-        study = open_study(
-            spec, store, sampler=sampler, new=new, allow_platform_mix=allow_platform_mix, on_notice=notice
+    def _open(self) -> optuna.Study:
+        spec = self.spec
+        store = open_storage(self.url, heartbeat_s=spec.study.heartbeat_s, grace_s=spec.study.heartbeat_grace_s)
+        self.spool_file = spool.spool_path(spec, self.url)
+        with storage_errors("cannot use study storage", self.url):
+            study = open_study(
+                spec,
+                store,
+                sampler=make_sampler(spec),
+                new=self.options.new,
+                allow_platform_mix=self.options.allow_platform_mix,
+                on_notice=self._notice,
+            )
+            for lost, number in spool.flush(study, self.spool_file):
+                self._notice(
+                    f"wrote trial {lost}'s result from the local spool {self.spool_file} into the study as trial "
+                    f"{number}"
+                )
+            # a resumed study must not replay the seed's sequence from the start (every proposal a duplicate,
+            # until MAX_CONSECUTIVE_DUPLICATES stops it): seed + trials so far, still deterministic. Not for
+            # grid, whose stored grid ids index the seed's shuffle
+            existing = len(study.get_trials(deepcopy=False))
+            if existing and spec.study.sampler != "grid":
+                study.sampler = make_sampler(spec, seed=(spec.study.seed + existing) % 2**32)
+        with storage_errors("cannot read study", self.url):
+            self._refresh(study, fail_stale=False)
+            knee = self._knee(study)
+        self.best_qps = knee.plateau_qps or 0.0
+        self.knee_number = knee.knee.number if knee.knee else None
+        self.emit(
+            {
+                "event": "study",
+                "name": study.study_name,
+                "storage": redact(self.url),
+                "measured": self.measured,
+                "target": self.target,
+                "space": self.space,
+            }
         )
-        for lost, number in spool.flush(study, spool_file):
-            notice(f"wrote trial {lost}'s result from the local spool {spool_file} into the study as trial {number}")
-        # a resumed study must not replay the seed's sequence from the start (every proposal a duplicate,
-        # until MAX_CONSECUTIVE_DUPLICATES stops it): seed + trials so far, still deterministic. Not for
-        # grid, whose stored grid ids index the seed's shuffle
-        existing = len(study.get_trials(deepcopy=False))
-        if existing and spec.study.sampler != "grid":
-            study.sampler = make_sampler(spec, seed=(spec.study.seed + existing) % 2**32)
-    backend_cpu_bound = True
-    if spec.workload.kind == "pool":
-        from tuner.backends.registry import get_backend
+        return study
 
-        backend_cpu_bound = bool(get_backend(spec.workload.backend).cpu_bound)
-    ctx = RuleContext(usable_cores(), spec.study.allow_oversubscription, backend_cpu_bound)
-    dists = distributions(spec)
-    fixed = {n: a.default for n, a in spec.axes.items() if a.kind == "fixed"}
-    target = trials or spec.study.trials
-    deadline = time.monotonic() + (timeout_s or spec.study.timeout_s or math.inf)
-    space = grid_size(spec) if _enumerable(spec) else math.inf
+    def _trial_settings(self, study: optuna.Study, model_path: Path | None) -> TrialSettings:
+        spec = self.spec
+        return TrialSettings(
+            spec=spec,
+            study=study,
+            url=self.url,
+            model_path=model_path,
+            rules=RuleContext(usable_cores(), spec.study.allow_oversubscription, _cpu_bound(spec)),
+            distributions=distributions(spec),
+            fixed={n: a.default for n, a in spec.axes.items() if a.kind == "fixed"},
+            target=self.target,
+            remeasure=self.options.remeasure,
+            max_age_s=self.max_age_s,
+            worker=worker_identity(),
+            spool_file=self.spool_file,
+            emit=self.emit,
+        )
 
-    # a trial far past its timeout is dead even where no heartbeat says so
-    max_age_s = spec.study.trial_timeout_s * spec.measure.repeats + spec.study.heartbeat_grace_s + 60
-    worker = worker_identity()
-    state = _State()
-    with storage_errors("cannot read study", url):
-        progress = study_progress(study, max_age_s=max_age_s)
-        state.measured, state.distinct = progress.measured, progress.distinct
-        knee0 = _knee(study, spec)
-    state.best_qps = knee0.plateau_qps or 0.0
-    state.knee_number = knee0.knee.number if knee0.knee else None
-    emit(
-        {
-            "event": "study",
-            "name": study.study_name,
-            "storage": redact(url),
-            "measured": state.measured,
-            "target": target,
-            "space": space,
-        }
-    )
+    def _notice(self, text: str) -> None:
+        self.emit({"event": "notice", "message": text})
 
-    current: dict[str, int] = {}
-    lost: list[str] = []  # set when a measured result could not be written to the storage
-    objective = Objective(
-        spec=spec,
-        study=study,
-        url=url,
-        model_path=model_path,
-        ctx=ctx,
-        dists=dists,
-        fixed=fixed,
-        target=target,
-        remeasure=remeasure,
-        max_age_s=max_age_s,
-        worker=worker,
-        spool_file=spool_file,
-        emit=emit,
-        measured=lambda: state.measured,
-        current=current,
-        lost=lost,
-    )
-    waiting_said = False
-    stop_reason = "budget reached"
-    while True:
+    def _refresh(self, study: optuna.Study, *, fail_stale: bool = True) -> tuple[int, int]:
+        """Re-read the study as every worker sees it; returns ``(in flight elsewhere, waiting)``."""
         try:
-            with storage_errors("lost the study storage", url):
-                fail_stale_trials(study)  # trials of dead workers: FAIL, and re-queued for whoever is alive
-                progress = study_progress(study, max_age_s=max_age_s)
+            with storage_errors("lost the study storage", self.url):
+                if fail_stale:
+                    fail_stale_trials(study)  # trials of dead workers: FAIL, and re-queued for whoever is alive
+                progress = study_progress(study, max_age_s=self.max_age_s)
         except StorageError as err:
             raise StorageError(f"{err}; no trial was in progress on this worker, nothing is lost") from None
-        state.measured, state.distinct = progress.measured, progress.distinct
-        if state.measured >= target:
-            stop_reason = f"budget reached ({state.measured} measured trials)"
-            break
-        if time.monotonic() >= deadline:
-            stop_reason = "timeout_s reached"
-            break
-        if state.distinct >= space:
-            stop_reason = f"search space exhausted (all {space} configs tried)"
-            break
-        if state.consecutive_duplicates >= MAX_CONSECUTIVE_DUPLICATES:
-            stop_reason = "the sampler keeps proposing measured configs; the search has converged"
-            break
-        if progress.in_flight and state.measured + progress.in_flight >= target and not progress.waiting:
-            # the rest of the budget is being measured by other workers: wait for them (or for their death)
-            if not waiting_said:
-                emit({"event": "waiting", "in_flight": progress.in_flight, "measured": state.measured})
-                waiting_said = True
-            time.sleep(WAIT_POLL_S)
-            continue
-        waiting_said = False
-        current.clear()
+        self.measured, self.distinct = progress.measured, progress.distinct
+        return progress.in_flight, progress.waiting
+
+    # ------------------------------------------------------------------------------------ stop rules
+
+    def stop_reason(self) -> str:
+        """Why the run stops before the next trial ('' to go on)."""
+        if self.measured >= self.target:
+            return f"budget reached ({self.measured} measured trials)"
+        if time.monotonic() >= self.deadline:
+            return "timeout_s reached"
+        if self.distinct >= self.space:
+            return f"search space exhausted (all {self.space} configs tried)"
+        if self.consecutive_duplicates >= MAX_CONSECUTIVE_DUPLICATES:
+            return "the sampler keeps proposing measured configs; the search has converged"
+        return ""
+
+    # ------------------------------------------------------------------------------------ one trial
+
+    def run_trial(self, study: optuna.Study, settings: TrialSettings) -> FrozenTrial | None:
+        """Ask Optuna for one trial and let a :class:`TrialAttempt` run it; the finished trial (None: no trial)."""
+        attempt = TrialAttempt(settings, index=self.measured + 1)
         try:
-            study.optimize(objective, n_trials=1, catch=(_TrialFailedError,), gc_after_trial=False)
+            study.optimize(attempt, n_trials=1, catch=(TrialFailedError,), gc_after_trial=False)
         except Exception as err:
-            if lost:
-                raise StorageError(lost[0]) from None
-            if is_storage_error(err, url):
-                number = current.get("number")
+            if attempt.lost:
+                raise StorageError(attempt.lost) from None
+            if is_storage_error(err, self.url):
+                number = attempt.number
                 what = "nothing is lost" if number is None else f"trial {number} was not measured, nothing is lost"
                 raise StorageError(
-                    f"lost the study storage {redact(url)}: {scrub(_root_message(err), url)}; {what}. Run the same "
-                    "command again when it is back: the study resumes"
+                    f"lost the study storage {redact(self.url)}: {scrub(root_message(err), self.url)}; {what}. Run "
+                    "the same command again when it is back: the study resumes"
                 ) from None
             raise
-        if "number" not in current:
-            stop_reason = "the sampler stopped the study (grid exhausted)"
-            break
-        with storage_errors("lost the study storage", url):
-            t = study.get_trials(deepcopy=False)[current["number"]]
-        state.new_trials.append(t.number)
-        outcome = _account(t, state)
+        if attempt.number is None:
+            return None
+        with storage_errors("lost the study storage", self.url):
+            return study.get_trials(deepcopy=False)[attempt.number]
+
+    # ------------------------------------------------------------------------------------ accounting
+
+    def account(self, study: optuna.Study, trial: FrozenTrial) -> str:
+        """Count a finished trial, say how it ended, and apply the rules that look at results ('' to go on)."""
+        self.new_trials.append(trial.number)
+        outcome = self._outcome(trial)
         if outcome == "yielded":
             # workers with the same seed propose the same configs in the same order: diverge from here
             study.sampler.reseed_rng()
-        emit(
+        self.emit(
             {
                 "event": "trial_end",
-                "number": t.number,
-                "state": t.state.name,
+                "number": trial.number,
+                "state": trial.state.name,
                 "outcome": outcome,
-                "qps": t.user_attrs.get("qps"),
-                "failure": (t.user_attrs.get("failure") or {}).get("message"),
-                "skip_reason": t.user_attrs.get("skip_reason"),
+                "qps": trial.user_attrs.get("qps"),
+                "failure": failure_of(trial).get("message"),
+                "skip_reason": trial.user_attrs.get("skip_reason"),
             }
         )
         if outcome == "measured-ok":
-            knee = _knee(study, spec)
-            improved = (knee.plateau_qps or 0.0) > state.best_qps * (1 + IMPROVEMENT) or (
-                knee.knee is not None and knee.knee.number != state.knee_number
-            )
-            state.best_qps = max(state.best_qps, knee.plateau_qps or 0.0)
-            state.knee_number = knee.knee.number if knee.knee else state.knee_number
-            state.since_improvement = 0 if improved else state.since_improvement + 1
-            emit(
-                {
-                    "event": "knee",
-                    "plateau_qps": knee.plateau_qps,
-                    "knee": dict(knee.knee.params) if knee.knee else None,
-                    "confirmed": knee.confirmed,
-                }
-            )
-            if spec.study.patience and state.since_improvement >= spec.study.patience:
-                stop_reason = f"patience: {state.since_improvement} trials without improving the plateau or the knee"
-                break
+            return self._after_result(study)
         if outcome == "measured-failed":
-            state.since_improvement += 1
-            limit = spec.study.max_consecutive_failures
-            if len(state.failures) >= limit and len({_cause(f) for f in state.failures[-limit:]}) == 1:
-                raise StudyError(
-                    f"study {study.study_name!r} stopped: {limit} consecutive trials failed the same way "
-                    f"({state.failures[-1]}); earlier trials are kept. Fix the cause and run the same command to "
-                    "resume"
-                )
-    return OptimizeResult(
-        study_name=study.study_name,
-        storage=redact(url),
-        stop_reason=stop_reason,
-        measured=state.measured,
-        knee=_knee(study, spec),
-        new_trials=state.new_trials,
-    )
+            self.since_improvement += 1
+            self._check_failures(study)
+        return ""
 
+    def _outcome(self, trial: FrozenTrial) -> str:
+        if is_duplicate(trial) or is_yield(trial):
+            self.consecutive_duplicates += 1
+            return "duplicate" if is_duplicate(trial) else "yielded"
+        self.consecutive_duplicates = 0
+        if trial.state == TrialState.PRUNED:
+            return "skipped"
+        self.measured += 1  # the loop refreshes this from the study; a stop right after a trial must count it
+        if trial.state == TrialState.COMPLETE:
+            self.failures.clear()
+            return "measured-ok"
+        failure = failure_of(trial)
+        self.failures.append(f"{failure.get('kind', 'error')}: {str(failure.get('message', ''))[:160]}")
+        return "measured-failed"
 
-def _account(t: optuna.trial.FrozenTrial, state: _State) -> str:
-    if "duplicate_of" in t.user_attrs or is_yield(t):
-        state.consecutive_duplicates += 1
-        return "duplicate" if "duplicate_of" in t.user_attrs else "yielded"
-    state.consecutive_duplicates = 0
-    if t.state == TrialState.PRUNED:
-        return "skipped"
-    state.measured += 1  # the loop refreshes this from the study; a stop right after a trial must count it
-    if t.state == TrialState.COMPLETE:
-        state.failures.clear()
-        return "measured-ok"
-    failure = t.user_attrs.get("failure") or {}
-    state.failures.append(f"{failure.get('kind', 'error')}: {str(failure.get('message', ''))[:160]}")
-    return "measured-failed"
+    def _after_result(self, study: optuna.Study) -> str:
+        """Patience: the plateau or the knee must move within ``study.patience`` measured trials."""
+        knee = self._knee(study)
+        plateau = knee.plateau_qps or 0.0
+        improved = plateau > self.best_qps * (1 + IMPROVEMENT) or (
+            knee.knee is not None and knee.knee.number != self.knee_number
+        )
+        self.best_qps = max(self.best_qps, plateau)
+        self.knee_number = knee.knee.number if knee.knee else self.knee_number
+        self.since_improvement = 0 if improved else self.since_improvement + 1
+        self.emit(
+            {
+                "event": "knee",
+                "plateau_qps": knee.plateau_qps,
+                "knee": dict(knee.knee.params) if knee.knee else None,
+                "confirmed": knee.confirmed,
+            }
+        )
+        patience = self.spec.study.patience
+        if patience and self.since_improvement >= patience:
+            return f"patience: {self.since_improvement} trials without improving the plateau or the knee"
+        return ""
+
+    def _check_failures(self, study: optuna.Study) -> None:
+        limit = self.spec.study.max_consecutive_failures
+        if len(self.failures) >= limit and len({_cause(f) for f in self.failures[-limit:]}) == 1:
+            raise StudyError(
+                f"study {study.study_name!r} stopped: {limit} consecutive trials failed the same way "
+                f"({self.failures[-1]}); earlier trials are kept. Fix the cause and run the same command to resume"
+            )
+
+    def _knee(self, study: optuna.Study) -> KneeResult:
+        records = trial_records(study.get_trials(deepcopy=False))
+        return find_knee(records, self.spec.knee.tolerance, bootstrap=0)
 
 
 def _cause(failure: str) -> str:
@@ -303,5 +352,8 @@ def _enumerable(spec: Spec) -> bool:
     return all(a.kind != "range" or a.is_int or a.step is not None for a in spec.searched_axes().values())
 
 
-def _knee(study: optuna.Study, spec: Spec) -> KneeResult:
-    return find_knee(trial_records(study.get_trials(deepcopy=False)), spec.knee.tolerance, bootstrap=0)
+def _cpu_bound(spec: Spec) -> bool:
+    """Whether ``pool_size x threads`` competes for host cores (the oversubscription rule)."""
+    from tuner.workloads.registry import get_kind
+
+    return bool(get_kind(spec.workload.kind)().cpu_bound(spec))
