@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SAMPLERS = ("tpe", "grid", "random", "gp", "nsga2", "knee")
-KINDS = ("pool", "pipeline", "command")
 
 
 class _Strict(BaseModel):
@@ -21,6 +20,11 @@ COMMAND_KEYS = ("command", "env", "cwd", "parse")
 #: keys of ``workload`` that only ``kind: pipeline`` takes
 PIPELINE_KEYS = ("stages", "images", "synthetic")
 
+#: the built-in kinds' own keys of ``workload``: any other kind giving one is an error naming its kind. The
+#: kinds themselves are registered by name (entry-point group ``tuner.workloads``), not listed here; a
+#: third-party kind keeps its settings in ``workload.options``
+KIND_KEYS: dict[str, tuple[str, ...]] = {"pipeline": PIPELINE_KEYS, "command": COMMAND_KEYS}
+
 
 class SyntheticImages(_Strict):
     """``workload.synthetic``: a JPEG set generated once and cached (default: the Ascend note's 1536 x 1024)."""
@@ -33,7 +37,8 @@ class SyntheticImages(_Strict):
 
 
 class WorkloadSection(_Strict):
-    kind: Literal["pool", "pipeline", "command"] = "pool"
+    # a registered workload kind (tuner.workloads entry points), checked by name with its line after validation
+    kind: str = "pool"
     backend: str = "onnxruntime"
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)

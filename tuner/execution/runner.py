@@ -1,4 +1,9 @@
-"""Spec + params -> a child-process job -> a measured (or failed) result, with repeats."""
+"""Spec + params -> a trial job -> a measured (or failed) result, with repeats.
+
+The workload kind (looked up by name, :mod:`tuner.workloads.registry`) builds the job. A kind that runs in
+the worker child (``runs_in_worker``) is measured in a fresh ``python -m tuner.execution.worker`` started
+by :func:`tuner.execution.child.run_job`; any other kind's own ``run`` launches and watches its program.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from tuner.config.spec import Spec
 from tuner.errors import SpecError
 from tuner.execution.child import run_job
 from tuner.measurement.result import EventSink, TrialResult, aggregate_repeats
+from tuner.workloads.registry import get_kind
 
 
 def resolve_model_path(spec: Spec) -> Path | None:
@@ -23,7 +29,7 @@ def resolve_model_path(spec: Spec) -> Path | None:
     # an ONNX file is checked before any trial; other formats (OpenVINO IR, a vendor's file for a command)
     # are the runtime's to judge
     onnx_expected = path.suffix.lower() == ".onnx" or (
-        spec.workload.kind == "pool" and spec.workload.backend == "onnxruntime"
+        spec.workload.backend == "onnxruntime" and get_kind(spec.workload.kind)().uses_backend(spec)
     )
     if not ref.startswith("zoo:") and onnx_expected:
         check_model_file(path)
@@ -31,34 +37,9 @@ def resolve_model_path(spec: Spec) -> Path | None:
 
 
 def build_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:
-    """The JSON job a trial runs for ``params`` (a worker child's, or a ``kind: command`` program's)."""
-    if spec.workload.kind == "command":
-        from tuner.workloads.command.job import build_command_job
-
-        return build_command_job(spec, params, model_path)
-    options = dict(spec.workload.options)
-    for key, value in params.items():
-        if key.startswith("options."):
-            options[key[len("options.") :]] = value
-    if spec.workload.kind == "pool":
-        from tuner.backends.registry import get_backend
-
-        get_backend(spec.workload.backend).validate_options(options)
-    measure = spec.measure.model_dump(exclude={"repeats"})
-    job = {
-        "kind": spec.workload.kind,
-        "backend": spec.workload.backend,
-        "model": str(model_path) if model_path else None,
-        "options": options,
-        "params": dict(params),
-        "measure": measure,
-        "spec_path": str(spec.path) if spec.path else None,
-    }
-    if spec.workload.kind == "pipeline":
-        from tuner.workloads.pipeline.job import pipeline_job_section
-
-        job["pipeline"] = pipeline_job_section(spec, options)  # stages; images (a synthetic set made here, once)
-    return job
+    """The JSON job a trial runs for ``params``: the workload kind's, with its ``kind`` added."""
+    kind = get_kind(spec.workload.kind)()
+    return {**kind.build_job(spec, params, model_path), "kind": spec.workload.kind}
 
 
 def measure_config(
@@ -77,11 +58,9 @@ def measure_config(
     if model_path is None:
         model_path = resolve_model_path(spec)
     job = build_job(spec, params, model_path)
-    run = run_job
-    if job["kind"] == "command":
-        from tuner.workloads.command.job import run_command_job
-
-        run = run_command_job  # type: ignore[assignment]
+    kind = get_kind(spec.workload.kind)()
+    # a kind that runs in the worker child is started here (its run_in_child runs there); others run themselves
+    run = run_job if kind.runs_in_worker else kind.run
     results: list[TrialResult] = []
     for i in range(repeats):
         if on_event:

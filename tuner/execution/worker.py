@@ -14,6 +14,7 @@ import traceback
 from typing import Any, TextIO
 
 from tuner.errors import TunerError
+from tuner.workloads.registry import get_kind
 
 
 def _protocol_stream() -> TextIO:
@@ -24,17 +25,12 @@ def _protocol_stream() -> TextIO:
 
 
 def execute(job: dict[str, Any], emit: Any) -> dict[str, Any]:
-    """Run one job in this process and return ``{"metrics", "applied", "versions"}``."""
-    kind = job.get("kind", "pool")
-    if kind == "pool":
-        from tuner.workloads.pool import run_pool_job
-
-        return run_pool_job(job, emit)
-    if kind == "pipeline":
-        from tuner.workloads.pipeline.job import run_pipeline_job
-
-        return run_pipeline_job(job, emit)
-    raise TunerError(f"workload kind {kind!r} does not run in a worker process")
+    """Run one job in this process with its workload kind and return ``{"metrics", "applied", "versions"}``."""
+    name = str(job.get("kind", "pool"))
+    kind = get_kind(name)()
+    if not kind.runs_in_worker:
+        raise TunerError(f"workload kind {name!r} does not run in a worker process")
+    return kind.run_in_child(job, emit)
 
 
 def main() -> int:

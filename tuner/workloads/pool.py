@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tuner.backends.base import Backend, Instance, RuntimeConfig
+from tuner.backends.registry import get_backend
+from tuner.workloads.base import WorkloadKind, worker_job
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tuner.config.checks import CheckContext
+    from tuner.config.spec import Spec
 
 
 class PoolWorkload:
@@ -153,7 +161,6 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
     """Measure one pool configuration in this process (the trial child calls this)."""
     from pathlib import Path
 
-    from tuner.backends.registry import get_backend
     from tuner.measurement.steady_state import MeasureSettings, measure_steady_state
 
     params = job["params"]
@@ -182,3 +189,26 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
     metrics["load_s"] = load_s
     metrics["first_request_ms"] = first_ms
     return {"metrics": metrics, "applied": applied, "versions": backend.versions()}
+
+
+class PoolKind(WorkloadKind):
+    """``kind: pool``: ``pool_size`` instances of ``workload.backend``, measured in the worker child."""
+
+    name = "pool"
+
+    def check(self, ctx: CheckContext) -> None:
+        ctx.check_backend()
+
+    def cpu_bound(self, spec: Spec) -> bool:
+        return bool(get_backend(spec.workload.backend).cpu_bound)
+
+    def uses_backend(self, spec: Spec) -> bool:
+        return True
+
+    def build_job(self, spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:
+        job = worker_job(spec, params, model_path)
+        get_backend(spec.workload.backend).validate_options(job["options"])
+        return job
+
+    def run_in_child(self, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        return run_pool_job(job, emit)

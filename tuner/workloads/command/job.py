@@ -4,7 +4,7 @@ The program (a vendor benchmark such as OpenVINO's ``benchmark_app``, go-rknnlit
 ``trtexec``, a team's own tool) runs once per trial and prints its own figures; tuner reads them back
 with ``parse``. The orchestrator still measures what it can see from outside: the peak resident memory
 and the CPU time of the program's whole process tree, and its wall time; it applies the trial timeout
-and kills whatever the program forked that outlives it (:func:`tuner.execution.child.run_process`).
+and kills whatever the program forked that outlives it (:func:`tuner.measurement.process.run_process`).
 
 Safety: the program is never run through a shell. ``command`` is an argv list; each ``{placeholder}``
 is replaced inside its own list element, so a substituted value is always exactly one argument (spaces,

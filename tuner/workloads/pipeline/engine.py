@@ -51,9 +51,12 @@ __all__ = ["Pipeline"]
 
 
 class Pipeline(_Accounting, _WorkerLoops):
-    """Builds the stages, runs them until :meth:`stop`, and checks counts. Implements :class:`tuner.measurement.steady_state.Source`.
+    """Builds the stages, runs them until :meth:`stop`, and checks counts.
 
-    ``batch_size`` of the measured source is 1: one completion per image.
+    Implements :class:`tuner.measurement.steady_state.Source`.
+
+    ``batch_size`` of the measured source is 1: one completion per image. ``clock`` stamps every item,
+    queue and busy interval; ``sleep`` is what ``delay`` stages wait with (both injectable for tests).
     """
 
     batch_size = 1
@@ -66,6 +69,7 @@ class Pipeline(_Accounting, _WorkerLoops):
         params: Mapping[str, Any],
         backend: Backend | None = None,
         clock: Clock = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not images:
             raise PipelineError("the pipeline has no input images")
@@ -81,6 +85,7 @@ class Pipeline(_Accounting, _WorkerLoops):
         self.instances: list[Instance] = []
         self.applied: dict[str, Any] = {}
         self._clock = clock
+        self._sleep = sleep
         self._stop_reading = threading.Event()
         self._draining = threading.Event()  # after the measured part: items pass through without work
         self._abort = threading.Event()
@@ -189,6 +194,7 @@ class Pipeline(_Accounting, _WorkerLoops):
                 float(opts.get("jitter_ms", 0.0)),
                 opts.get("fail_after"),
                 int(opts.get("seed", 0)),
+                sleep=self._sleep,
             )
         if s.type == "postprocess":
             k = int(opts.get("top_k", 5))

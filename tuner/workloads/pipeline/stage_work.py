@@ -9,7 +9,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -180,15 +180,25 @@ class Delay:
     """The ``delay`` stage's work: sleep ``ms`` + uniform(0, ``jitter_ms``); optionally fail after N items.
 
     One instance serves every worker of the stage (its counter and random stream are shared, under a lock).
+    ``sleep`` does the waiting (tests pass one that blocks on their own signal instead of the clock).
     """
 
-    def __init__(self, ms: float, jitter_ms: float = 0.0, fail_after: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        ms: float,
+        jitter_ms: float = 0.0,
+        fail_after: int | None = None,
+        seed: int = 0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.ms = ms
         self.jitter_ms = jitter_ms
         self.fail_after = fail_after
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._count = 0
+        self._sleep = sleep
 
     def __call__(self, payload: Any) -> Any:
         with self._lock:
@@ -199,7 +209,7 @@ class Delay:
             raise RuntimeError(f"deliberate failure after {self.fail_after} items (delay.fail_after)")
         seconds = (self.ms + jitter) / 1000.0
         if seconds > 0:
-            time.sleep(seconds)
+            self._sleep(seconds)
         return payload
 
 
