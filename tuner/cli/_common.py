@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tuner.errors import TunerError
+from tuner.text import json_safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +22,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PIPED_WIDTH = 160
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 out_console = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+
+
+def quiet_optuna() -> None:
+    """The process-wide set-up of the ``tuner`` command (never done by the library on import).
+
+    Optuna logs every failed trial as a WARNING with a Python traceback; tuner says why a trial failed
+    in one line of its own, so only Optuna's errors get through. Heartbeats (the documented way to
+    recover the trials of dead workers) are "experimental" in Optuna: the command accepts that quietly.
+    """
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def handle_errors(func: F) -> F:
@@ -41,19 +56,9 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_json(document: Any) -> None:
     """One JSON document on stdout (NaN/inf become null so any parser reads it)."""
-    sys.stdout.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The fast path of :mod:`tuner.report.load`: a whole study from Optuna's SQL tables in one query per table.
 
 A plain SQLite file is read through ``sqlite3`` (read-only, no SQLAlchemy import); any other SQL storage
-through SQLAlchemy's engine, with the raw DB-API cursor for the bulk reads.
+through SQLAlchemy's engine, with the raw DB-API cursor for the bulk reads. The queries themselves (Optuna's
+table layout) live in :mod:`tuner.study.optuna_internals`, with the schema revision they were written for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ from typing import Any
 
 from tuner.errors import StorageError
 from tuner.report.study_data import StudyData, TrialRow
+from tuner.study.optuna_internals import (
+    REQUIRED_TABLES,
+    SQL_STUDY_DIRECTIONS,
+    SQL_STUDY_USER_ATTRS,
+    SQL_TRIAL_PARAMS,
+    SQL_TRIAL_USER_ATTRS,
+    SQL_TRIAL_USER_ATTRS_SQLITE_JSON,
+    SQL_TRIAL_VALUES,
+    SQL_TRIALS,
+    direction_name,
+    objective_value,
+    study_query,
+    trial_state_name,
+)
+from tuner.study.storage import redact
+from tuner.text import first_line
 
 # --------------------------------------------------------------------------------------------- SQL
 
@@ -47,7 +64,7 @@ class _Connection:
         except Exception as err:  # bad URL, missing driver, server down
             if self._engine is not None:
                 self._engine.dispose()
-            raise StorageError(f"cannot open study storage {_redact(url)}: {_first_line(err)}") from None
+            raise StorageError(f"cannot open study storage {redact(url)}: {first_line(err)}") from None
         self.raw = self._sa.connection.dbapi_connection
         self.dialect = self._sa.dialect.name
 
@@ -80,17 +97,6 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(rest) if rest and rest != ":memory:" else None
 
 
-def _redact(url: str) -> str:
-    from tuner.study.storage import redact
-
-    return redact(url)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__
-
-
 def _loads(text: Any) -> Any:
     try:
         return json.loads(text)
@@ -109,12 +115,11 @@ def _when(value: Any) -> _dt.datetime | None:
 
 def _check_schema(conn: _Connection, url: str) -> None:
     tables = conn.tables()
-    needed = {"studies", "trials", "trial_user_attributes", "trial_values", "trial_params", "study_user_attributes"}
-    if not needed <= tables:
+    if not REQUIRED_TABLES <= tables:
         if not tables:
-            raise StorageError(f"{_redact(url)} holds no studies (an empty database)")
-        missing = ", ".join(sorted(needed - tables))
-        raise StorageError(f"{_redact(url)} is not an Optuna study storage (missing tables: {missing})")
+            raise StorageError(f"{redact(url)} holds no studies (an empty database)")
+        missing = ", ".join(sorted(REQUIRED_TABLES - tables))
+        raise StorageError(f"{redact(url)} is not an Optuna study storage (missing tables: {missing})")
 
 
 def _rows(conn: _Connection, sql: str) -> list[tuple[Any, ...]]:
@@ -135,18 +140,12 @@ def _decode_all(texts: Sequence[str]) -> list[Any]:
         return [_loads(t) for t in texts]
 
 
-def _read_user_attrs(conn: _Connection, join: str, rows: dict[int, TrialRow], skip: Sequence[str] = ()) -> None:
+def _read_user_attrs(conn: _Connection, sid: int, rows: dict[int, TrialRow], skip: Sequence[str] = ()) -> None:
     """Every trial's user attributes. On SQLite, SQL assembles one JSON object per trial (``group_concat``
     of the stored JSON texts), so Python decodes 10,000 objects in one call instead of 200,000 values."""
-    if skip:
-        join += " AND a.key NOT IN (" + ", ".join("'" + k.replace("'", "''") + "'" for k in skip) + ")"
     if conn.dialect == "sqlite":
         try:
-            found = _rows(
-                conn,
-                "SELECT a.trial_id, '{' || group_concat(json_quote(a.key) || ':' || a.value_json, ',') || '}' "
-                f"FROM trial_user_attributes a {join} GROUP BY a.trial_id",
-            )
+            found = _rows(conn, study_query(SQL_TRIAL_USER_ATTRS_SQLITE_JSON, sid, skip_keys=skip))
         except Exception:  # an SQLite without JSON functions: the portable way below
             found = None
         if found is not None:
@@ -160,7 +159,7 @@ def _read_user_attrs(conn: _Connection, join: str, rows: dict[int, TrialRow], sk
                     if row is not None:
                         row.user_attrs = attrs
                 return
-    found = _rows(conn, f"SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a {join}")
+    found = _rows(conn, study_query(SQL_TRIAL_USER_ATTRS, sid, skip_keys=skip))
     decoded = _decode_all([r[2] for r in found])
     for (tid, key, _), value in zip(found, decoded, strict=True):
         row = rows.get(tid)
@@ -172,45 +171,31 @@ def _sql_study(conn: _Connection, study_id: int, name: str, url: str, skip: Sequ
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState
 
-    sid = int(study_id)  # from the database; inlined so the SQL needs no driver-specific paramstyle
-    attr_rows = _rows(conn, f"SELECT s.key, s.value_json FROM study_user_attributes s WHERE s.study_id = {sid}")
+    sid = int(study_id)
+    attr_rows = _rows(conn, study_query(SQL_STUDY_USER_ATTRS, sid))
     attrs = dict(zip([k for k, _ in attr_rows], _decode_all([v for _, v in attr_rows]), strict=True))
-    directions = [
-        str(d).rsplit(".", 1)[-1].lower()
-        for (d,) in _rows(conn, f"SELECT direction FROM study_directions WHERE study_id = {sid} ORDER BY objective")
-    ]
+    directions = [direction_name(d) for (d,) in _rows(conn, study_query(SQL_STUDY_DIRECTIONS, sid))]
     rows: dict[int, TrialRow] = {}
     states = {s.name: s for s in TrialState}
-    for tid, number, state, start, complete in _rows(
-        conn,
-        "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-        f"WHERE study_id = {sid} ORDER BY number",
-    ):
+    for tid, number, state, start, complete in _rows(conn, study_query(SQL_TRIALS, sid)):
         rows[tid] = TrialRow(
             number=int(number),
-            state=states.get(str(state).rsplit(".", 1)[-1], TrialState.FAIL),
+            state=states.get(trial_state_name(state), TrialState.FAIL),
             params={},
             user_attrs={},
             datetime_start=_when(start),
             datetime_complete=_when(complete),
         )
-    join = f"WHERE a.trial_id IN (SELECT trial_id FROM trials WHERE study_id = {sid})"
-    _read_user_attrs(conn, join, rows, skip)
+    _read_user_attrs(conn, sid, rows, skip)
     values: dict[int, dict[int, float]] = {}
-    for tid, objective, value, kind in _rows(
-        conn, f"SELECT a.trial_id, a.objective, a.value, a.value_type FROM trial_values a {join}"
-    ):
-        kind = str(kind).rsplit(".", 1)[-1]
-        v = float("inf") if kind == "INF_POS" else float("-inf") if kind == "INF_NEG" else float(value)
-        values.setdefault(tid, {})[int(objective)] = v
+    for tid, objective, value, kind in _rows(conn, study_query(SQL_TRIAL_VALUES, sid)):
+        values.setdefault(tid, {})[int(objective)] = objective_value(value, kind)
     for tid, per in values.items():
         if tid in rows:
             rows[tid].values = [per[i] for i in sorted(per)]
     dists: dict[str, Any] = {}
     external: dict[tuple[str, float], Any] = {}
-    for tid, pname, pvalue, djson in _rows(
-        conn, f"SELECT a.trial_id, a.param_name, a.param_value, a.distribution_json FROM trial_params a {join}"
-    ):
+    for tid, pname, pvalue, djson in _rows(conn, study_query(SQL_TRIAL_PARAMS, sid)):
         row = rows.get(tid)
         if row is None:
             continue
@@ -223,4 +208,4 @@ def _sql_study(conn: _Connection, study_id: int, name: str, url: str, skip: Sequ
         row.params[pname] = external[key]
         row.distributions[pname] = dist
     trials = sorted(rows.values(), key=lambda r: r.number)
-    return StudyData(study_name=name, user_attrs=attrs, directions=directions, trials=trials, storage=_redact(url))
+    return StudyData(study_name=name, user_attrs=attrs, directions=directions, trials=trials, storage=redact(url))

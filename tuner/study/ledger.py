@@ -20,6 +20,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.optuna_internals import heartbeat_enabled, storage_of, study_id_of
+from tuner.trial_attrs import TrialAttrs, config_of, is_duplicate, is_feasible, is_measured, is_yield
+
 
 def constraint_violations(metrics: Mapping[str, Any], constraints: Mapping[str, Any]) -> list[float]:
     """Optuna-style constraint values (<= 0 feasible), one per constraint, in file order."""
@@ -40,38 +43,6 @@ def constraint_violations(metrics: Mapping[str, Any], constraints: Mapping[str, 
     return out
 
 
-def config_of(trial: FrozenTrial) -> dict[str, Any]:
-    return dict(trial.user_attrs.get("config") or trial.params)
-
-
-def load_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False)
-
-
-def died(trial: FrozenTrial) -> bool:
-    """A FAIL trial that recorded no reason: its worker died (heartbeat stale) or it broke unexpectedly."""
-    return trial.state == TrialState.FAIL and not trial.user_attrs.get("failure")
-
-
-def is_yield(trial: FrozenTrial) -> bool:
-    """A trial that stood back for another worker (same config being measured, or the budget taken)."""
-    return "yielded" in trial.user_attrs
-
-
-def is_measured(trial: FrozenTrial) -> bool:
-    """A trial that spent a measurement: complete (not a reused duplicate) or failed with a reason.
-
-    Not measured: interrupted (Ctrl-C), spooled (its result was recorded as another trial), or died
-    (the worker was killed: Optuna re-queues the config and the retry is the measurement).
-    """
-    if trial.state == TrialState.COMPLETE:
-        return "duplicate_of" not in trial.user_attrs
-    if trial.state == TrialState.FAIL:
-        failure = trial.user_attrs.get("failure") or {}
-        return bool(failure) and failure.get("kind") not in ("interrupted", "storage")
-    return False
-
-
 def _key(trial: FrozenTrial) -> Any:
     from tuner.search.space import config_key
 
@@ -88,7 +59,7 @@ def known_configs(trials: Sequence[FrozenTrial]) -> dict[Any, int]:
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
             continue
-        if "duplicate_of" in t.user_attrs or is_yield(t):
+        if is_duplicate(t) or is_yield(t):
             continue
         if t.state == TrialState.FAIL and not is_measured(t):
             continue
@@ -166,13 +137,13 @@ def claim(
         undecided = [
             t
             for t in running
-            if t.number < me and not t.user_attrs.get("claimed") and (study._study_id, t.number) not in _GAVE_UP
+            if t.number < me and not t.user_attrs.get("claimed") and (study_id_of(study), t.number) not in _GAVE_UP
         ]
         if not undecided:
             break
         if time.monotonic() > deadline:
             # a worker that died between starting a trial and deciding: wait for it once, not for every trial
-            _GAVE_UP.update((study._study_id, t.number) for t in undecided)
+            _GAVE_UP.update((study_id_of(study), t.number) for t in undecided)
             break
         time.sleep(0.05)
     if not remeasure:
@@ -215,32 +186,10 @@ def study_progress(study: optuna.Study, *, max_age_s: float = math.inf) -> Progr
 
 def fail_stale_trials(study: optuna.Study) -> None:
     """Mark the trials of dead workers FAIL and re-queue them (Optuna's heartbeat machinery)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    if is_heartbeat_enabled(study._storage):
+    if heartbeat_enabled(storage_of(study)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-
-
-#: user attributes that are metrics (copied into analysis records)
-_NOT_METRICS = frozenset(
-    {
-        "config",
-        "applied",
-        "failure",
-        "constraints",
-        "feasible",
-        "skip_reason",
-        "duplicate_of",
-        "wall_s",
-        "worker",
-        "claimed",
-        "yielded",
-        "spool_id",
-        "spooled_from",
-    }
-)
 
 
 def trial_records(trials: Sequence[FrozenTrial], *, include_duplicates: bool = False) -> list[Any]:
@@ -251,15 +200,15 @@ def trial_records(trials: Sequence[FrozenTrial], *, include_duplicates: bool = F
     for t in trials:
         if t.state != TrialState.COMPLETE or t.user_attrs.get("qps") is None:
             continue
-        if "duplicate_of" in t.user_attrs and not include_duplicates:
+        if is_duplicate(t) and not include_duplicates:
             continue
-        metrics = {k: v for k, v in t.user_attrs.items() if k not in _NOT_METRICS}
+        metrics = TrialAttrs.read(t.user_attrs).metrics
         out.append(
             TrialRecord(
                 number=t.number,
                 params=config_of(t),
                 metrics=metrics,
-                feasible=bool(t.user_attrs.get("feasible", True)),
+                feasible=is_feasible(t),
             )
         )
     return out

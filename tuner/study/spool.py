@@ -23,8 +23,10 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from tuner.config.spec import Spec, storage_url
+from tuner.config.spec import Spec
+from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StorageError
+from tuner.study.optuna_internals import storage_of, trial_id_of
 from tuner.study.storage import redact
 
 
@@ -34,7 +36,7 @@ def spool_path(spec: Spec, url: str) -> Path:
     if folder:
         base = Path(folder)
     else:
-        default = storage_url(None, spec.base_dir, default=f"studies/{spec.name}.db", root=spec.base_dir)
+        default = resolve_storage_url(None, base_dir=spec.base_dir, default=f"studies/{spec.name}.db")
         base = Path(default.removeprefix("sqlite:///")).parent / ".spool"
     digest = hashlib.sha256(redact(url).encode()).hexdigest()[:12]
     return base / f"{spec.name}-{digest}.jsonl"
@@ -126,8 +128,8 @@ def flush(study: optuna.Study, path: Path) -> list[tuple[int, int]]:
         number = next(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("spool_id") == sid)
         lost = by_number.get(item["trial_number"])
         if lost is not None and lost.state in (TrialState.RUNNING, TrialState.WAITING):
-            study._storage.set_trial_user_attr(
-                lost._trial_id,
+            storage_of(study).set_trial_user_attr(
+                trial_id_of(lost),
                 "failure",
                 {
                     "kind": "storage",
@@ -135,7 +137,7 @@ def flush(study: optuna.Study, path: Path) -> list[tuple[int, int]]:
                     f"the local spool and recorded as trial {number}",
                 },
             )
-            study._storage.set_trial_state_values(lost._trial_id, state=TrialState.FAIL)
+            storage_of(study).set_trial_state_values(trial_id_of(lost), state=TrialState.FAIL)
         done.append((item["trial_number"], number))
         written.add(sid)
     _rewrite_without(path, written)

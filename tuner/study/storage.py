@@ -1,6 +1,7 @@
-"""Study storage: URLs, opening a storage (RDB or journal file) with heartbeats, storage errors, redaction.
+"""Study storage: opening a storage (RDB or journal file) with heartbeats, storage errors, redaction.
 
-:func:`storage_url` turns what the user wrote into a URL, :func:`open_storage` opens it (heartbeats on
+What the user wrote becomes a URL in :func:`tuner.config.storage_url.resolve_storage_url`;
+:func:`open_storage` opens it (heartbeats on
 by default, so the trials of a dead worker are noticed), :func:`storage_errors` turns a lost database
 into one :class:`~tuner.errors.StorageError` line, and :func:`redact` / :func:`scrub` keep passwords
 out of everything shown or stored. Studies themselves are :mod:`tuner.study.studies`.
@@ -18,16 +19,15 @@ from typing import Any
 from urllib.parse import unquote
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import StorageError
+from tuner.study.optuna_internals import heartbeat_base, trial_id_of
+from tuner.text import first_line
 
-# Optuna logs every failed trial as a WARNING with a Python traceback; tuner says why a trial failed in
-# one line of its own, so only Optuna's errors get through
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-# heartbeats are the documented way to recover trials of dead workers; we accept "experimental"
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Importing this module changes no process-wide state (Optuna's log level, warning filters): the
+# ``tuner`` command quiets Optuna itself (tuner.cli._common.quiet_optuna); the experimental heartbeat
+# API is used inside ``warnings.catch_warnings()`` below.
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -51,18 +51,6 @@ def scrub(text: str, url: str) -> str:
             if len(secret) >= 3:
                 text = text.replace(secret, "***")
     return text
-
-
-def storage_url(storage: str | Path) -> str:
-    """A path to a ``.db`` file, ``journal:PATH`` or any SQLAlchemy URL -> URL (relative to the cwd)."""
-    text = str(storage)
-    if text.startswith("journal:"):
-        return "journal:" + str(Path(text.removeprefix("journal:")).expanduser().resolve())
-    if "://" in text:
-        return text
-    if text.endswith((".log", ".journal")):
-        return "journal:" + str(Path(text).expanduser().resolve())
-    return "sqlite:///" + str(Path(text).expanduser().resolve())
 
 
 def is_storage_error(err: BaseException, url: str = "journal:") -> bool:
@@ -96,10 +84,10 @@ def storage_errors(what: str, url: str) -> Iterator[None]:
     except Exception as err:
         if not is_storage_error(err, url):
             raise
-        raise StorageError(f"{what} {redact(url)}: {scrub(_first_line(_root_cause(err)), url)}") from None
+        raise StorageError(f"{what} {redact(url)}: {scrub(first_line(root_cause(err)), url)}") from None
 
 
-def _root_cause(err: BaseException) -> BaseException:
+def root_cause(err: BaseException) -> BaseException:
     """The driver error under Optuna's and SQLAlchemy's wrappers (it says what actually went wrong)."""
     seen = 0
     while seen < 5:
@@ -126,7 +114,7 @@ class _RDBStorage(optuna.storages.RDBStorage):
             type(self).heartbeat_failures += 1
 
 
-class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+class _JournalStorage(optuna.storages.JournalStorage, heartbeat_base()):  # type: ignore[misc]
     """Journal file storage with heartbeats (Optuna's has none): a worker that died is noticed too.
 
     A beat is the trial system attribute ``tuner:heartbeat`` (wall-clock seconds of the beating
@@ -152,13 +140,13 @@ class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
         except Exception:
             pass  # finished meanwhile, or the file is unreachable: the next beat tries again
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         stale = []
         for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get("tuner:heartbeat")
             if isinstance(beat, int | float) and now - beat > self._hb_grace:
-                stale.append(t._trial_id)
+                stale.append(trial_id_of(t))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -203,7 +191,7 @@ def open_storage(
         except OSError as err:
             raise StorageError(f"cannot open journal storage {path}: {err.strerror or err}") from None
         except Exception as err:
-            raise StorageError(f"cannot open journal storage {path}: {_first_line(err)}") from None
+            raise StorageError(f"cannot open journal storage {path}: {first_line(err)}") from None
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not create and not path.exists():
@@ -253,7 +241,7 @@ def open_storage(
                 raise StorageError(f"cannot create the study tables in {redact(url)}") from None
             time.sleep(0.2 + 0.3 * attempt)
         except Exception as err:  # SQLAlchemy/driver errors of many kinds
-            msg = scrub(_first_line(_root_cause(err)), url)
+            msg = scrub(first_line(root_cause(err)), url)
             if "No module named" in msg and "psycopg" in msg:
                 msg += " (PostgreSQL needs the driver: pip install 'tuner[postgres]')"
             raise StorageError(f"cannot open study storage {redact(url)}: {msg}") from None
@@ -276,13 +264,8 @@ def _check_writable(path: Path) -> None:
         raise StorageError(f"cannot write the study storage {path}: {where}: {err.strerror}") from None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
-
-
 def list_studies(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudySummary]:
     try:
         return optuna.study.get_all_study_summaries(storage, include_best_trial=False)
     except Exception as err:
-        raise StorageError(f"cannot read studies: {redact(_first_line(_root_cause(err)))}") from None
+        raise StorageError(f"cannot read studies: {redact(first_line(root_cause(err)))}") from None
