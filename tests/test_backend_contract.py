@@ -135,11 +135,34 @@ def test_needs_model_is_enforced(case: Case) -> None:
         cls(None, case.options)
 
 
-def test_infer_runs_one_request(opened: tuple[Backend, Instance]) -> None:
+def _reference_logits(model: Path, x: Any) -> Any:
+    """The model run on ``x`` by a plain ONNX Runtime session: a second opinion on a backend's answer."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_infer_runs_one_request(case: Case, opened: tuple[Backend, Instance]) -> None:
+    import numpy as np
+
     _, inst = opened
     inputs = inst.prepare_inputs()
-    inst.infer(inputs)
-    inst.infer(inputs)
+    first = inst.infer(inputs)
+    second = inst.infer(inputs)
+    if case.backend in ("onnxruntime", "openvino") and case.model == "zoo:tiny":
+        # the answer is the model's: the same logits a plain ONNX Runtime session computes (batch 2, 10 classes)
+        (x,) = inputs.values()
+        expected = _reference_logits(_model(case), np.asarray(x))  # type: ignore[arg-type]
+        for out in (first, second):
+            logits = np.asarray(out[0])
+            assert logits.shape == (2, 10)
+            np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    elif case.backend == "sim":
+        # the request went through the device model and had finished when infer returned (it blocks)
+        assert inst.max_in_flight == 1 and inst.in_flight == 0  # type: ignore[attr-defined]
+        assert first == second == 2  # samples served: the batch
+    # any other backend (a plugin under test): the two requests ran to completion without an error
 
 
 def test_infer_is_safe_from_several_threads(opened: tuple[Backend, Instance]) -> None:

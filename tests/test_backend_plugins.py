@@ -1,8 +1,9 @@
 """Backend plugins: a separately installed package is found by name through the ``tuner.backends`` group.
 
-The plugin is a real distribution: the test writes its source (and the ``pyproject.toml`` an author would
-write), packs the wheel that pyproject describes (a wheel is a zip: the module plus a ``.dist-info`` with
-``entry_points.txt``; packed here so the test needs neither network nor a wheel-building backend), and
+The plugin is a real distribution built the way its author would build it: the test writes its source and
+its ``pyproject.toml`` (setuptools build backend, the entry point under
+``[project.entry-points."tuner.backends"]``), builds the wheel from that pyproject with
+``pip wheel --no-deps --no-index --no-build-isolation`` (setuptools from this environment: no network) and
 installs it with pip (``--no-deps --no-index --target``) into a private site directory. ``tuner`` then runs
 in a subprocess with that directory on ``PYTHONPATH`` — so the shared environment is never modified and
 nothing needs cleaning up beyond ``tmp_path``.
@@ -10,8 +11,6 @@ nothing needs cleaning up beyond ``tmp_path``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -69,7 +68,7 @@ class EchoBackend(Backend):
 
 PYPROJECT = """\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -79,33 +78,45 @@ dependencies = ["tuner"]
 
 [project.entry-points."tuner.backends"]
 {name} = "{module}:EchoBackend"
+
+[tool.setuptools]
+packages = ["{module}"]
 """
 
 
 def make_plugin(root: Path, *, dist: str, module: str, name: str) -> Path:
-    """Write the plugin's source tree and pack its wheel; return the wheel's path."""
+    """Write the plugin's source tree and build its wheel from its pyproject; return the wheel's path."""
     src = root / dist
     (src / module).mkdir(parents=True)
     (src / module / "__init__.py").write_text(PLUGIN_SOURCE.replace("{name}", name))
     (src / "pyproject.toml").write_text(PYPROJECT.format(dist=dist, module=module, name=name))
-    norm = dist.replace("-", "_")
-    info = f"{norm}-0.1.dist-info"
-    files = {
-        f"{module}/__init__.py": (src / module / "__init__.py").read_bytes(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\nRequires-Dist: tuner\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tuner-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{info}/entry_points.txt": f"[tuner.backends]\n{name} = {module}:EchoBackend\n".encode(),
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{info}/RECORD,,")
-    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = root / f"{norm}-0.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
+    out = root / f"{dist}-wheels"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = out.glob("*.whl")
+    assert wheel.name == f"{dist.replace('-', '_')}-0.1-py3-none-any.whl"
+    # the entry point in the wheel is the one the pyproject declares (setuptools wrote it, not the test)
+    with zipfile.ZipFile(wheel) as zf:
+        entry_points = zf.read(f"{dist.replace('-', '_')}-0.1.dist-info/entry_points.txt").decode()
+        assert f"{module}/__init__.py" in zf.namelist()
+    assert entry_points.split() == ["[tuner.backends]", name, "=", f"{module}:EchoBackend"]
     return wheel
 
 

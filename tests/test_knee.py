@@ -280,8 +280,7 @@ def test_trials_without_qps_are_ignored() -> None:
 
 def test_empty_input_gives_none_fields_and_a_reason() -> None:
     result = find_knee([])
-    assert result == KneeResult(DEFAULT_TOLERANCE, None, None, None, False, None, result.reason)
-    assert result.reason
+    assert result == KneeResult(DEFAULT_TOLERANCE, None, None, None, False, None, "no trials to analyse")
 
 
 def test_all_infeasible_gives_none_fields_and_a_reason() -> None:

@@ -15,21 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import psutil
 import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config.spec import Spec, load_spec
+from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StudyError
 from tuner.metrics import METRICS
 from tuner.models.zoo import zoo_path
-from tuner.platform import fingerprint, platform_tag, tuner_version, usable_cores
+from tuner.platform import platform_tag, tuner_version
 from tuner.report.summary import study_report
 from tuner.search.space import config_key
-from tuner.study.ledger import config_of, is_measured
 from tuner.study.run import OptimizeResult, optimize
-from tuner.study.storage import open_storage, storage_url
+from tuner.study.storage import open_storage
+from tuner.trial_attrs import config_of, is_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 #: as short as a trial can be and still measure something (a trial takes about a second)
@@ -65,8 +65,30 @@ def write_workload(
     return path
 
 
+def os_cpu_model() -> str:
+    """The CPU model as ``lscpu`` reports it (else the first ``model name`` of /proc/cpuinfo)."""
+    lscpu = shutil.which("lscpu")
+    if lscpu:
+        out = subprocess.run([lscpu], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    pytest.skip("neither lscpu nor /proc/cpuinfo names the CPU model here")
+
+
+def os_memory_mb() -> float:
+    """MemTotal of /proc/meminfo in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/meminfo here")
+
+
 def load_study(spec: Spec, name: str, storage: str | None = None) -> optuna.Study:
-    url = storage_url(storage) if storage else spec.storage_url()
+    url = resolve_storage_url(storage, base_dir=Path.cwd()) if storage else spec.storage_url()
     return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
 
 
@@ -112,9 +134,10 @@ def test_study_is_created_with_name_and_attributes(first_run: tuple[Spec, Optimi
     platform = attrs["platform"]
     for key in ("cpu_model", "cpu_logical", "memory_mb", "os", "runtimes"):
         assert platform[key], key
-    assert platform["cpu_logical"] == psutil.cpu_count(logical=True)
-    assert platform["cpu_model"] == fingerprint()["cpu_model"]
-    assert abs(platform["memory_mb"] - psutil.virtual_memory().total / 2**20) < 2
+    # what the OS says, read here without tuner.platform
+    assert platform["cpu_logical"] == os.cpu_count()
+    assert platform["cpu_model"] == os_cpu_model()
+    assert abs(platform["memory_mb"] - os_memory_mb()) < 2
     assert "optuna" in platform["runtimes"] and "python" in platform["runtimes"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
 
@@ -145,7 +168,8 @@ def test_resume_continues_the_same_study(first_run: tuple[Spec, OptimizeResult],
     assert again.study_name == first.study_name
     assert again.measured == 4
     assert len(again.new_trials) >= 2 and min(again.new_trials) == len(before)
-    summaries = optuna.study.get_all_study_summaries(open_storage(storage_url(db), heartbeat=False))
+    url = resolve_storage_url(str(db), base_dir=tmp_path)
+    summaries = optuna.study.get_all_study_summaries(open_storage(url, heartbeat=False))
     assert [s.study_name for s in summaries] == [first.study_name]
     trials = load_study(spec, first.study_name, str(db)).get_trials(deepcopy=False)
     keys = measured_keys(trials)
@@ -218,7 +242,8 @@ def test_constraint_breakers_are_infeasible_and_never_best_or_knee(tmp_path: Pat
     assert by_pool[4].user_attrs["qps"] > by_pool[2].user_attrs["qps"]
     report = study_report(study)
     assert report["best"]["params"]["pool_size"] == 2
-    assert report["knee"]["params"]["pool_size"] in (1, 2)
+    # pool 1 (one runtime: 129 qps) is half of pool 2 (two units busy: 259 qps), far below 90 % of it
+    assert report["knee"]["params"]["pool_size"] == 2
     assert all(r["params"]["pool_size"] != 4 for r in report["top"] + report["pareto"])
     assert result.knee is not None and result.knee.knee is not None
     assert result.knee.knee.params["pool_size"] != 4
@@ -313,7 +338,7 @@ def test_failures_differing_only_in_numbers_are_the_same_cause(tmp_path: Path) -
 
 
 def test_oversubscribed_configs_are_pruned_not_measured(tmp_path: Path) -> None:
-    cores = usable_cores()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     model = zoo_path("tiny", cache_dir=tmp_path / "zoo")
     path = write_workload(
         tmp_path,
@@ -411,7 +436,7 @@ def test_cli_finds_the_rk3588_knee_at_pool_9(tmp_path: Path) -> None:
     for key in ("study", "platform", "trials", "best", "knee", "pareto"):
         assert key in report, key
     assert report["study"] == f"sim-rk3588@{platform_tag()}"
-    assert report["platform"]["cpu_model"] == fingerprint()["cpu_model"]
+    assert report["platform"]["cpu_model"] == os_cpu_model()
     assert report["trials"]["failed"] == 0 and report["trials"]["complete"] >= 7
     for key in ("number", "params", "metrics"):
         assert key in report["best"]
@@ -465,7 +490,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_run_resumes(tmp_path: Path) 
             proc.kill()
             proc.wait()
         log.close()
-    assert code in (130, 1), (tmp_path / "run1.log").read_text()[-3000:]
+    assert code == 130, (tmp_path / "run1.log").read_text()[-3000:]  # the README's exit code for Ctrl-C
 
     storage = open_storage(url, heartbeat=False)
     (summary,) = optuna.study.get_all_study_summaries(storage)

@@ -24,7 +24,7 @@ from _pg import (
 from optuna.trial import TrialState
 
 from tuner.search.space import config_key
-from tuner.study.ledger import config_of, is_measured
+from tuner.trial_attrs import config_of, is_measured
 
 
 def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

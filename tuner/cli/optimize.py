@@ -17,7 +17,8 @@ def optimize(
     storage: str = typer.Option(
         None,
         "--storage",
-        help="a .db path or any SQLAlchemy URL (default: the file's study.storage, else studies/<name>.db)",
+        help="a .db path, journal:PATH, a .log/.journal file or any SQLAlchemy URL, relative to the current "
+        "directory (default: the file's study.storage, else studies/<name>.db)",
     ),
     trials: int = typer.Option(None, "--trials", min=1, help="measured trials in the study (overrides the file)"),
     timeout: float = typer.Option(None, "--timeout", help="stop after this many seconds (overrides study.timeout_s)"),
@@ -63,9 +64,10 @@ def optimize(
         signal.signal(signal.SIGTERM, previous)
     import optuna
 
-    from tuner.study.storage import storage_errors, storage_url
+    from tuner.config.storage_url import resolve_storage_url
+    from tuner.study.storage import storage_errors
 
-    url = storage_url(storage) if storage else spec.storage_url()
+    url = resolve_storage_url(storage, base_dir=Path.cwd()) if storage else spec.storage_url()
     with storage_errors("cannot read the study back from", url):
         study = optuna.load_study(study_name=result.study_name, storage=open_storage(url, heartbeat=False))
         report = study_report(study, top=top)
@@ -130,7 +132,7 @@ class _Progress:
         self.progress.update(self.task, status=status)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        from tuner.cli._render import fmt_params
+        from tuner.text import format_params
 
         if not self.started:
             self.progress.__enter__()
@@ -146,7 +148,7 @@ class _Progress:
                 f"  waiting: the rest of the budget is being measured by other workers ({event['in_flight']} in flight)"
             )
         elif name == "trial_start":
-            self.current = fmt_params({k: v for k, v in event["params"].items()})
+            self.current = format_params({k: v for k, v in event["params"].items()})
             self._update("loading")
         elif name == "warmup":
             self._update("warm-up")
@@ -163,5 +165,5 @@ class _Progress:
         elif name == "knee":
             self.best = f"{event['plateau_qps']:.4g}" if event.get("plateau_qps") else "-"
             knee = event.get("knee")
-            self.knee = (fmt_params(knee) + (" (confirmed)" if event.get("confirmed") else "")) if knee else "-"
+            self.knee = (format_params(knee) + (" (confirmed)" if event.get("confirmed") else "")) if knee else "-"
             self._update()

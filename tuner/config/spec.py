@@ -1,4 +1,4 @@
-"""Read and parse a workload file into a frozen :class:`Spec` with its hash; storage URLs."""
+"""Read and parse a workload file into a frozen :class:`Spec` with its hash."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuner.config.axes import Axis, _build_axes, check_axis_value
-from tuner.config.checks import _check_backend, _check_command, _check_pipeline
+from tuner.config.checks import CheckContext, check_workload, workload_kind
 from tuner.config.lines import _format_validation, _LineMap, _nearest, _yaml_error
 from tuner.config.models import (
     COMMAND_KEYS,
@@ -25,6 +25,7 @@ from tuner.config.models import (
     WorkloadFile,
     WorkloadSection,
 )
+from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import SpecError
 from tuner.metrics import NUMERIC_METRICS
 
@@ -82,27 +83,11 @@ class Spec:
         return str(self.path) if self.path else "<workload>"
 
     def storage_url(self) -> str:
-        """The study storage as a SQLAlchemy URL (default ``studies/<name>.db`` beside the workloads dir)."""
-        return storage_url(self.study.storage, self.base_dir, default=f"studies/{self.name}.db", root=self.base_dir)
+        """``study.storage`` as a storage URL (relative to the file; default ``studies/<name>.db``).
 
-
-def storage_url(storage: str | None, base_dir: Path, *, default: str | None = None, root: Path | None = None) -> str:
-    """A path or URL -> SQLAlchemy/Optuna storage URL. Relative paths resolve against ``base_dir``."""
-    if storage is None:
-        if default is None:
-            raise SpecError("no storage given")
-        # the default lives in the project's studies/ folder: the workload dir's parent when it is workloads/
-        anchor = root or base_dir
-        if anchor.name == "workloads":
-            anchor = anchor.parent
-        return "sqlite:///" + str((anchor / default).resolve())
-    journal = storage.startswith("journal:")
-    if "://" in storage and not journal:
-        return storage
-    path = Path(storage.removeprefix("journal:")).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path).resolve()
-    return ("journal:" if journal else "sqlite:///") + str(path)
+        See :func:`tuner.config.storage_url.resolve_storage_url` for the rule.
+        """
+        return resolve_storage_url(self.study.storage, base_dir=self.base_dir, default=f"studies/{self.name}.db")
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -143,6 +128,7 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
         model = WorkloadFile.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_validation(err, where, lines)) from None
+    kind = workload_kind(model, where, lines)  # a registered kind, looked up by name (tuner.plugins)
 
     base_dir = (path.parent if path else Path.cwd()).resolve()
     name = model.name or (path.stem if path else "workload")
@@ -160,29 +146,16 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
                 f"{where}:{lines.line(('constraints', metric))}: constraints.{metric}: unknown metric"
                 f"{_nearest(metric, NUMERIC_METRICS)} (valid: {', '.join(NUMERIC_METRICS)})"
             )
-    if model.workload.kind == "pool" and validate_backend:
-        _check_backend(model, where, lines)
-    if model.workload.kind == "pipeline":
-        _check_pipeline(model, axes, where, lines, base_dir, validate_backend=validate_backend)
-    else:
-        for key in PIPELINE_KEYS:
-            if key in model.workload.model_fields_set:
-                raise SpecError(
-                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: pipeline "
-                    f"(this workload is kind: {model.workload.kind})"
-                )
-        for key in axes:
-            if key.startswith("stages.") and model.workload.kind == "pool":
-                raise SpecError(f"{where}:{lines.line(('search', key))}: search.{key}: stages are for kind: pipeline")
-    if model.workload.kind == "command":
-        _check_command(model, axes, objectives, where, lines)
-    else:
-        for key in COMMAND_KEYS:
-            if key in model.workload.model_fields_set:
-                raise SpecError(
-                    f"{where}:{lines.line(('workload', key))}: workload.{key}: only for kind: command "
-                    f"(this workload is kind: {model.workload.kind})"
-                )
+    ctx = CheckContext(
+        model=model,
+        axes=axes,
+        objectives=objectives,
+        where=where,
+        base_dir=base_dir,
+        lines=lines,
+        validate_backend=validate_backend,
+    )
+    check_workload(ctx, kind)
     spec = Spec(name=name, path=path, text=text, model=model, axes=axes, objectives=objectives, base_dir=base_dir)
     return _with_hash(spec)
 

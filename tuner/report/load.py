@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import StorageError, StudyError
-from tuner.report.sql_read import _check_schema, _Connection, _first_line, _redact, _rows, _sql_study
+from tuner.report.sql_read import _check_schema, _Connection, _rows, _sql_study
 from tuner.report.study_data import StudyData, TrialRow
+from tuner.study.optuna_internals import SQL_STUDIES
+from tuner.study.storage import redact
+from tuner.text import first_line
 
 __all__ = ["REPORT_SKIP", "StudyRef", "load_ref", "load_studies", "parse_ref", "study_names"]
 
@@ -49,7 +52,7 @@ class StudyRef:
 
 def parse_ref(text: str, study: str | None = None) -> StudyRef:
     """``a.db`` | URL | ``a.db:name`` | ``sqlite:///a.db:name`` | ``URL#name`` -> :class:`StudyRef`."""
-    from tuner.study.storage import storage_url
+    from tuner.config.storage_url import resolve_storage_url
 
     raw = str(text).strip()
     if not raw:
@@ -63,9 +66,7 @@ def parse_ref(text: str, study: str | None = None) -> StudyRef:
             raw, name = m.group(1), m.group(2)
     if study and name and study != name:
         raise StudyError(f"{text}: names study {name!r} but --study says {study!r}")
-    if raw.startswith("journal:"):
-        return StudyRef(raw, name or study)
-    return StudyRef(storage_url(raw), name or study)
+    return StudyRef(resolve_storage_url(raw, base_dir=Path.cwd()), name or study)
 
 
 # ------------------------------------------------------------------------------------- optuna API
@@ -95,14 +96,14 @@ def _api_studies(url: str, names: Sequence[str] | None) -> list[StudyData]:
             for t in study.get_trials(deepcopy=False)
         ]
         directions = [d.name.lower() for d in study.directions]
-        out.append(StudyData(name, dict(study.user_attrs), directions, trials, storage=_redact(url)))
+        out.append(StudyData(name, dict(study.user_attrs), directions, trials, storage=redact(url)))
     return out
 
 
 def _select(all_names: Sequence[str], names: Sequence[str] | None, url: str) -> list[str]:
     if not names:
         if not all_names:
-            raise StudyError(f"{_redact(url)} holds no studies")
+            raise StudyError(f"{redact(url)} holds no studies")
         return list(all_names)
     missing = [n for n in names if n not in all_names]
     if missing:
@@ -111,7 +112,7 @@ def _select(all_names: Sequence[str], names: Sequence[str] | None, url: str) -> 
         near = difflib.get_close_matches(missing[0], list(all_names), n=1, cutoff=0.5)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         shown = ", ".join(all_names) or "none"
-        raise StudyError(f"no study {missing[0]!r} in {_redact(url)}{hint}; studies there: {shown}")
+        raise StudyError(f"no study {missing[0]!r} in {redact(url)}{hint}; studies there: {shown}")
     return list(names)
 
 
@@ -131,11 +132,11 @@ def study_names(url: str) -> list[str]:
     with _Connection(url) as conn:
         try:
             _check_schema(conn, url)
-            return [r[0] for r in _rows(conn, "SELECT study_name FROM studies ORDER BY study_id")]
+            return [name for _, name in _rows(conn, SQL_STUDIES)]
         except (StorageError, StudyError):
             raise
         except Exception as err:
-            raise StorageError(f"cannot read studies from {_redact(url)}: {_first_line(err)}") from None
+            raise StorageError(f"cannot read studies from {redact(url)}: {first_line(err)}") from None
 
 
 def load_studies(url: str, names: Sequence[str] | None = None, *, skip_attrs: Sequence[str] = ()) -> list[StudyData]:
@@ -149,12 +150,12 @@ def load_studies(url: str, names: Sequence[str] | None = None, *, skip_attrs: Se
     with _Connection(url) as conn:
         try:
             _check_schema(conn, url)
-            ids = {n: i for i, n in _rows(conn, "SELECT study_id, study_name FROM studies ORDER BY study_id")}
+            ids = {n: i for i, n in _rows(conn, SQL_STUDIES)}
             return [_sql_study(conn, ids[n], n, url, skip_attrs) for n in _select(list(ids), names, url)]
         except (StorageError, StudyError):
             raise
         except Exception as err:
-            raise StorageError(f"cannot read studies from {_redact(url)}: {_first_line(err)}") from None
+            raise StorageError(f"cannot read studies from {redact(url)}: {first_line(err)}") from None
 
 
 def load_ref(ref: StudyRef, *, skip_attrs: Sequence[str] = ()) -> list[StudyData]:
