@@ -275,9 +275,8 @@ def test_expression_overflow_is_a_failed_trial_not_a_hang(tmp_path: Path) -> Non
       command: ["{python}", prog.py]
       parse: {qps: {regex: 'v=(\\d+)', value: '9 ** 9 ** 9 ** x'}}
     """
-    t0 = time.monotonic()
+    # a hang would be killed at the trial timeout (kind "timeout") or stop the test at pytest's own timeout
     result = run(tmp_path, body, "print('v=2')\n")
-    assert time.monotonic() - t0 < 20
     assert result.failure is not None and result.failure.kind == "error"
     assert "9 ** 9 ** 9 ** x" in result.failure.message
 
@@ -336,11 +335,13 @@ def test_json_without_qps_fails(tmp_path: Path) -> None:
     assert "qps: expected a finite number" in result.failure.message
 
 
+@pytest.mark.slow
 def test_hang_is_killed_at_the_trial_timeout(tmp_path: Path) -> None:
+    """Coarse real-time check: a program that never ends is killed once its real trial timeout has passed."""
     t0 = time.monotonic()
     result = run(tmp_path, PLAIN, "import time\nprint('Throughput: 1 FPS', flush=True)\ntime.sleep(600)\n")
-    elapsed = time.monotonic() - t0
-    assert 1.5 <= elapsed < 12
+    took_s = time.monotonic() - t0
+    assert 1.5 <= took_s < 1.5 + 60, took_s  # slow: not before the timeout; the upper bound only catches a hang
     failure = result.failure
     assert failure is not None and failure.kind == "timeout" and failure.signal == "SIGKILL"
     assert "Throughput: 1 FPS" in failure.stderr_tail
@@ -349,12 +350,15 @@ def test_hang_is_killed_at_the_trial_timeout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("own_session", [False, True])
 def test_forked_child_is_killed_and_its_memory_counted(tmp_path: Path, own_session: bool) -> None:
     program = f"""\
-    import subprocess, sys, time
+    import os, subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c",
-                              "import time; block = bytearray(200 * 2**20); time.sleep(600)"],
+                              "import pathlib, time; block = bytearray(200 * 2**20); "
+                              "pathlib.Path('child.ready').touch(); time.sleep(600)"],
                              start_new_session={own_session})
     open("child.pid", "w").write(str(child.pid))
-    time.sleep(1.5)  # the child holds 200 MiB meanwhile
+    while not os.path.exists("child.ready"):  # the child holds its 200 MiB from here on
+        time.sleep(0.01)
+    time.sleep(2.5)  # the parent rescans the tree every second and samples it every 0.1 s
     print("Throughput: 42.5 FPS")
     """
     result = run(tmp_path, PLAIN.replace("1.5}", "30}"), program)

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +44,105 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_images(count=6, width=64, height=48, quality=80, seed=0, cache_dir=tmp_path_factory.mktemp("img"))
 
 
-def build(raw: list[dict[str, Any]], image_dir: Path, backend: Any = None, **params: Any) -> Pipeline:
-    return Pipeline(validate_stages(raw), images=list_images(image_dir), params=params, backend=backend)
+def build(raw: list[dict[str, Any]], image_dir: Path, backend: Any = None, **kwargs: Any) -> Pipeline:
+    clock, sleep = kwargs.pop("clock", None), kwargs.pop("sleep", None)
+    extra: dict[str, Any] = {}
+    if clock is not None:
+        extra["clock"] = clock
+    if sleep is not None:
+        extra["sleep"] = sleep
+    return Pipeline(validate_stages(raw), images=list_images(image_dir), params=kwargs, backend=backend, **extra)
 
 
-def run_for(p: Pipeline, seconds: float) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``condition``; the timeout only turns a hang into a failure, it is never what a test checks."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the pipeline never got there: {what}")
+        time.sleep(0.002)
+
+
+def run_until(p: Pipeline, completions: int) -> None:
+    """Run until the sink has seen ``completions`` items (however long that takes here), then stop."""
     p.load()
     p.start()
     try:
-        time.sleep(seconds)
+        wait_until(lambda: len(p.completions) >= completions or p.failed() is not None, f"{completions} completions")
     finally:
         p.stop()
         p.close()
+
+
+class FakeClock:
+    """The pipeline's clock in the flow-control tests: it moves only when the test moves it."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Gates:
+    """The ``sleep`` of the pipeline's delay stages: an item at a gated stage waits until the test lets it through.
+
+    Stages are told apart by their ``ms``; a stage without a gate passes at once. Nothing here waits on the
+    clock, so which items are where is decided by the test alone.
+    """
+
+    def __init__(self, *gated_ms: float) -> None:
+        self._cond = threading.Condition()
+        self.allowed = dict.fromkeys(gated_ms, 0)
+        self.entered = dict.fromkeys(gated_ms, 0)
+        self.passed = dict.fromkeys(gated_ms, 0)
+        self._open = False
+
+    def __call__(self, seconds: float) -> None:
+        ms = round(seconds * 1000.0, 6)
+        if ms in self.allowed:
+            self._held_at_gate(ms)
+
+    def _held_at_gate(self, ms: float) -> None:
+        with self._cond:
+            self.entered[ms] += 1
+            while not self._open and self.passed[ms] >= self.allowed[ms]:
+                self._cond.wait()
+            self.passed[ms] += 1
+
+    def allow(self, ms: float, items: int) -> None:
+        with self._cond:
+            self.allowed[ms] += items
+            self._cond.notify_all()
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
+# a worker in one of these is not inside its stage's work (it waits to get or to put), or is held at a gate
+_PARKED = {"_get", "_put", "_held_at_gate"}
+
+
+def parked(p: Pipeline) -> bool:
+    """Every worker thread waits: in its inbox's get, in a put downstream, or at a gate (from their stacks)."""
+    frames = sys._current_frames()
+    for s in p.stages:
+        for t in s.threads:
+            frame = frames.get(t.ident) if t.ident is not None else None
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            if not names & _PARKED:
+                return False
+    return True
+
+
+def settle(p: Pipeline, condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition`` holds and nothing can move: only then may the test move the fake clock."""
+    wait_until(lambda: condition() and parked(p), what)
 
 
 def job(raw: list[dict[str, Any]], image_dir: Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,9 +189,10 @@ def test_every_item_read_is_completed_once_under_random_delays(image_dir: Path, 
     ]
     backend = SimBackend(None, {"service_ms": 0.3, "host_overhead_ms": 0.1, "noise": 0.0, "load_ms": 0.0})
     p = build(raw, image_dir, backend, batch_size=batch, pool_size=2, requests_per_sync=int(rng.integers(1, 3)))
-    run_for(p, 0.8)
+    run_until(p, completions=40)
+    assert p.failed() is None
     p.check_counts()
-    assert p.items_in == p.items_out == len(p.completions) > 20
+    assert p.items_in == p.items_out == len(p.completions) >= 40
     assert all(lat >= 0 for _, lat in p.completions)
     assert all(not t.is_alive() for s in p.stages for t in s.threads)  # clean shutdown
 
@@ -136,12 +226,21 @@ def test_a_lost_or_duplicated_item_fails_the_trial(image_dir: Path, monkeypatch:
 # ----------------------------------------------------------------------------------- failures
 
 
-def test_a_stage_that_raises_fails_the_trial_naming_the_stage(image_dir: Path) -> None:
+def test_a_stage_that_raises_fails_the_trial_naming_the_stage(image_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = [{"type": "read"}, {"type": "decode"}, {"type": "delay", "name": "boom", "fail_after": 20, "workers": 2}]
-    t0 = time.monotonic()
+    started: list[threading.Thread] = []
+    original = Pipeline.start
+
+    def start(self: Pipeline) -> None:
+        original(self)
+        started.extend(t for s in self.stages for t in s.threads)
+
+    monkeypatch.setattr(Pipeline, "start", start)
     with pytest.raises(StageFailed, match=r"stage 'boom' \(delay\) failed: RuntimeError: deliberate failure"):
         run_pipeline_job(job(raw, image_dir), lambda _e: None)
-    assert time.monotonic() - t0 < 10  # every worker stopped; nothing hung
+    # the failed trial stopped every worker of every stage before it returned: nothing hung, nothing lingers
+    assert sorted(t.name for t in started) == ["tuner-boom-0", "tuner-boom-1", "tuner-decode-0", "tuner-read-0"]
+    assert [t.name for t in started if t.is_alive()] == []
 
 
 def test_a_failing_stage_fails_the_trial_child_with_its_name(tmp_path: Path, image_dir: Path) -> None:
@@ -177,33 +276,58 @@ def test_a_stage_that_cannot_start_fails_naming_the_stage(tmp_path: Path) -> Non
 # ----------------------------------------------------------------------------------- backpressure
 
 
-def test_backpressure_bounds_what_is_in_flight(image_dir: Path) -> None:
+def test_backpressure_holds_every_stage_at_the_pace_of_the_slow_one(image_dir: Path) -> None:
     raw = [
         {"type": "read", "preload": True, "workers": 2},
         {"type": "decode", "queue": 3, "workers": 2},
         {"type": "preprocess", "size": 16, "resize": 20, "queue": 2},
         {"type": "delay", "name": "slow", "ms": 10.0, "queue": 3},
     ]
-    p = build(raw, image_dir)
-    t0 = time.monotonic()
+    clock, gates = FakeClock(), Gates(10.0)
+    p = build(raw, image_dir, clock=clock, sleep=gates)
+    # everything in flight at once: read 2 workers; decode 3 queued + 2; preprocess 2 + 1; slow 3 + 1
+    assert p.capacity == 14
     p.load()
     p.start()
-    p.mark("start")
-    time.sleep(0.8)
-    p.mark("end")
-    elapsed = time.monotonic() - t0
-    p.stop()
+    try:
+        # the slow stage lets 5 items through: behind it every queue fills and every worker holds one item
+        gates.allow(10.0, 5)
+        settle(p, lambda: gates.passed[10.0] == 5 and gates.entered[10.0] == 6 and p.items_in == 19, "the first hold")
+        assert p.items_out == 5
+        assert p.items_in == p.items_out + p.capacity  # read was held back: it read only what the slow stage freed
+        for s in p.stages[1:]:
+            assert s.inbox is not None and s.inbox.qsize() == s.inbox.maxsize, s.name
+        # the measured part: 2 s of the fake clock, during which the slow stage lets exactly 7 more through
+        clock.now = 10.0
+        p.mark("start")
+        clock.now = 11.0
+        gates.allow(10.0, 7)
+        settle(p, lambda: gates.passed[10.0] == 12 and p.items_in == 26, "the second hold")
+        clock.now = 12.0
+        p.mark("end")
+        assert p.items_out == 12 and p.items_in == p.items_out + p.capacity
+        assert [t for t, _ in p.completions] == [0.0] * 5 + [11.0] * 7
+        assert [lat for _, lat in p.completions[5:]] == [11.0] * 7  # all read at 0, before the hold
+    finally:
+        gates.open()
+        p.stop()
+        p.close()
     p.check_counts()
+    assert p.items_in == p.items_out == len(p.completions)
     for s in p.stages:
         if s.inbox is not None:
             assert s.inbox.peak_total <= s.inbox.maxsize, s.name
-    assert p.in_flight_max <= p.capacity
-    # read was held back by the slow stage: it read at most what the slow stage let through plus what fits
-    assert p.items_in <= elapsed / 0.010 + p.capacity
-    metrics = p.stage_metrics()
-    assert metrics["stage.slow.queue"] > 0.7  # the queue before the slow stage stays full
-    assert metrics["stage.slow.queue_max"] <= 3
-    assert metrics["stage.decode.busy"] < 0.5  # upstream workers wait in put, which is not counted as busy
+    assert p.in_flight_max == p.capacity
+    m = p.stage_metrics()
+    # every stage passed the same 7 items in the 2 s
+    for name in ("read", "decode", "preprocess", "slow"):
+        assert m[f"stage.{name}.qps"] == 3.5, name
+    # the slow stage's worker was inside its work throughout; the others only waited to put, which is not busy
+    assert m["stage.slow.busy"] == 1.0
+    assert m["stage.read.busy"] == m["stage.decode.busy"] == m["stage.preprocess.busy"] == 0.0
+    assert m["stage.slow.queue"] == m["stage.decode.queue"] == m["stage.preprocess.queue"] == 1.0
+    assert (m["stage.slow.queue_max"], m["stage.preprocess.queue_max"], m["stage.decode.queue_max"]) == (3, 2, 3)
+    assert m["bottleneck"] == "slow"
 
 
 def test_searched_queue_depth_and_workers_apply(image_dir: Path) -> None:
@@ -218,29 +342,56 @@ def test_searched_queue_depth_and_workers_apply(image_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("slow_workers", "expected"),
-    [(1, "slow"), (4, "mid")],  # 8 ms on 1 worker: 125/s; on 4 workers 500/s, so 3 ms on 1 worker (333/s) limits
+    ("slow_workers", "allow", "entered", "in_flight", "busy", "expected"),
+    [
+        # slow holds its one worker: busy 1.0; mid downstream idles in get. In flight: read 1, fast 2 + 1, slow 2 + 1
+        (1, {8.0: 0}, {8.0: 1}, 7, {"read": 0.0, "fast": 0.0, "slow": 1.0, "mid": 0.0}, "slow"),
+        # slow lets 5 through: mid holds 1 + 2 queued, 2 of slow's 4 workers wait to put, the other 2 are held.
+        # slow has twice mid's busy worker-seconds, but 0.5 per worker: mid is the one the pipeline runs into
+        (4, {8.0: 5, 3.0: 0}, {8.0: 7, 3.0: 1}, 13, {"read": 0.0, "fast": 0.0, "slow": 0.5, "mid": 1.0}, "mid"),
+        # both held at 1.0: the later stage is the bottleneck (its full input queue holds up the other)
+        (1, {8.0: 3, 3.0: 0}, {8.0: 4, 3.0: 1}, 10, {"read": 0.0, "fast": 0.0, "slow": 1.0, "mid": 1.0}, "mid"),
+    ],
 )
 def test_the_bottleneck_is_the_stage_with_the_highest_busy_fraction_per_worker(
-    image_dir: Path, slow_workers: int, expected: str
+    image_dir: Path,
+    slow_workers: int,
+    allow: dict[float, int],
+    entered: dict[float, int],
+    in_flight: int,
+    busy: dict[str, float],
+    expected: str,
 ) -> None:
     raw = [
         {"type": "read", "preload": True},
-        {"type": "delay", "name": "fast", "ms": 1.0},
-        {"type": "delay", "name": "slow", "ms": 8.0, "workers": slow_workers},
-        {"type": "delay", "name": "mid", "ms": 3.0},
+        {"type": "delay", "name": "fast", "ms": 1.0, "queue": 2},
+        {"type": "delay", "name": "slow", "ms": 8.0, "workers": slow_workers, "queue": 2},
+        {"type": "delay", "name": "mid", "ms": 3.0, "queue": 2},
     ]
-    result = run_pipeline_job(job(raw, image_dir), lambda _e: None)
-    m = result["metrics"]
-    assert m["bottleneck"] == expected, {k: v for k, v in m.items() if k.startswith("stage.")}
-    assert m[f"stage.{expected}.busy"] > 0.75
-    assert m["stage.fast.busy"] < 0.5
-    for name in ("read", "fast", "slow", "mid"):
-        assert 0.0 <= m[f"stage.{name}.busy"] <= 1.0
-        # every stage passes the same items: the same throughput as the pipeline's
-        assert m[f"stage.{name}.qps"] == pytest.approx(m["qps"], rel=0.15)
-    assert 0.0 <= m["stage.mid.queue"] <= 1.0
-    assert m["pipeline_items_in"] == m["pipeline_items_out"]
+    clock, gates = FakeClock(), Gates(*allow)
+    p = build(raw, image_dir, clock=clock, sleep=gates)
+    p.load()
+    p.start()
+    try:
+        for ms, items in allow.items():
+            gates.allow(ms, items)
+        settle(p, lambda: gates.entered == entered and gates.passed == allow and p.items_in == in_flight, "the hold")
+        assert p.items_out == 0
+        clock.now = 10.0
+        p.mark("start")
+        clock.now = 12.0
+        p.mark("end")
+    finally:
+        gates.open()
+        p.stop()
+        p.close()
+    p.check_counts()
+    m = p.stage_metrics()
+    assert {name: m[f"stage.{name}.busy"] for name in busy} == busy
+    assert m["bottleneck"] == expected
+    assert all(m[f"stage.{name}.qps"] == 0.0 for name in busy)  # nothing moved while measured
+    assert m["stage.fast.queue"] == m["stage.slow.queue"] == 1.0  # full in front of a held stage
+    assert m["stage.mid.queue"] == (1.0 if 3.0 in allow else 0.0)
 
 
 # ----------------------------------------------------------------------------------- the stages' work

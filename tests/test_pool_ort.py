@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from onnx import TensorProto, helper
 from tuner.backends.base import Instance, RuntimeConfig
 from tuner.backends.onnxruntime import OnnxRuntimeBackend, OrtInstance
 from tuner.errors import BackendError, ModelError
+from tuner.measurement.steady_state import window_spread
 from tuner.metrics import METRICS
 from tuner.workloads.pool import PoolWorkload
 
@@ -143,11 +145,14 @@ def test_fixed_batch_model_fails_at_pool_load(fixed_batch_model: Path) -> None:
 class CountingInstance(Instance):
     """A real ORT instance whose ``infer`` counts how many calls are in flight at once.
 
-    Each call runs the real session, then holds for a few milliseconds, so requests that really are in
-    flight together are seen together even though the tiny model itself takes microseconds.
+    Each call a driver makes runs the real session, then waits at a rendezvous until every one of its
+    round's ``requests_per_sync`` requests is inside ``infer`` too: requests that really are in flight together
+    are seen together on any machine, however slow, and a round that never fills is counted in ``missed``
+    (after a minute) instead of passing by luck. ``on_full`` runs once per filled round (a test moves its
+    fake clock there). The main thread's calls (the first request) skip the rendezvous.
     """
 
-    HOLD_S = 0.003
+    RENDEZVOUS_TIMEOUT_S = 60.0
 
     def __init__(self, inner: OrtInstance) -> None:
         super().__init__(inner.config)
@@ -155,25 +160,44 @@ class CountingInstance(Instance):
         self.active = 0
         self.max_active = 0
         self.calls = 0
+        self.missed = 0
+        self.rendezvous = True
+        self.on_full: Callable[[], None] | None = None
         self.threads_seen: set[str] = set()
-        self._count_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._arrived = 0
+        self._round = 0
 
     def prepare_inputs(self) -> Any:
         return self.inner.prepare_inputs()
 
     def infer(self, inputs: Any) -> Any:
-        with self._count_lock:
+        with self._cond:
             self.active += 1
             self.calls += 1
             self.max_active = max(self.max_active, self.active)
             self.threads_seen.add(threading.current_thread().name)
         try:
             out = self.inner.infer(inputs)
-            time.sleep(self.HOLD_S)
+            if self.rendezvous and threading.current_thread() is not threading.main_thread():
+                self._meet()
             return out
         finally:
-            with self._count_lock:
+            with self._cond:
                 self.active -= 1
+
+    def _meet(self) -> None:
+        with self._cond:
+            self._arrived += 1
+            this_round = self._round
+            if self._arrived == self.config.requests_per_sync:
+                self._arrived = 0
+                self._round += 1
+                if self.on_full is not None:
+                    self.on_full()
+                self._cond.notify_all()
+            elif not self._cond.wait_for(lambda: self._round != this_round, self.RENDEZVOUS_TIMEOUT_S):
+                self.missed += 1
 
     def applied_options(self) -> dict[str, Any]:
         return self.inner.applied_options()
@@ -194,15 +218,36 @@ class CountingOrtBackend(OnnxRuntimeBackend):
         return inst
 
 
-def drive(pool: PoolWorkload, seconds: float) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``condition``; the timeout only turns a hang into a failure, it is never what a test checks."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never got there: {what}")
+        time.sleep(0.005)
+
+
+def drive(pool: PoolWorkload, backend: CountingOrtBackend, calls: int, *, first_request: bool = True) -> None:
+    """Load, start, and run until every instance has served ``calls`` calls (however long that takes here)."""
     pool.load()
-    pool.first_request()
+    if first_request:
+        pool.first_request()
     pool.start()
     try:
-        time.sleep(seconds)
+        wait_until(
+            lambda: all(i.calls >= calls for i in backend.opened) or pool.failed() is not None, f"{calls} calls each"
+        )
     finally:
         pool.stop()
     assert pool.failed() is None, pool.failed()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize(("pool_size", "rps"), [(1, 1), (2, 3), (3, 2)])
@@ -210,7 +255,7 @@ def test_requests_in_flight_and_pool_size(tiny_model: Path, pool_size: int, rps:
     backend = CountingOrtBackend(tiny_model, {})
     pool = PoolWorkload(backend, pool_size=pool_size, threads=1, requests_per_sync=rps, batch_size=2)
     try:
-        drive(pool, 0.6)
+        drive(pool, backend, calls=10)
         # pool_size: that many instances (distinct sessions), each driven by its own driver
         assert len(pool.instances) == pool_size == len(backend.opened)
         assert len({id(i.inner.session) for i in backend.opened}) == pool_size
@@ -220,43 +265,63 @@ def test_requests_in_flight_and_pool_size(tiny_model: Path, pool_size: int, rps:
         for inst in backend.opened:
             assert inst.calls >= 10, "every instance is driven"
             # requests_per_sync: exactly that many in flight per instance, never more
+            assert inst.missed == 0, "a round's requests were never in flight together"
             assert inst.max_active == rps
             if rps == 1:
                 assert inst.threads_seen <= {"MainThread", f"tuner-driver-{inst.config.index}"}
             else:
                 request_threads = {n for n in inst.threads_seen if n.startswith(f"tuner-req-{inst.config.index}")}
                 assert len(request_threads) == rps
-        # every completion has a positive latency and no more requests completed than were made
+        # every request a driver made completed once, with a positive latency; the first request is not among them
         total_calls = sum(i.calls for i in backend.opened)
-        assert 0 < len(pool.completions) <= total_calls
+        assert len(pool.completions) == total_calls - 1
         assert all(lat > 0 for _, lat in pool.completions)
     finally:
         pool.close()
     assert pool.instances == []
 
 
-def test_async_latency_runs_from_submission(tiny_model: Path) -> None:
-    # with 3 in flight on one instance every request holds >= HOLD_S; latency covers that wait
+@pytest.mark.parametrize("rps", [1, 3])
+def test_latency_runs_from_submission_to_completion(tiny_model: Path, rps: int) -> None:
+    # the fake clock moves by 1 s only once all of a round's requests are in flight, i.e. after every one of them
+    # was submitted and before any completes: every latency is exactly 1 s, every round ends 1 s after the last
+    clock = FakeClock()
     backend = CountingOrtBackend(tiny_model, {})
-    pool = PoolWorkload(backend, pool_size=1, threads=1, requests_per_sync=3, batch_size=1)
+    pool = PoolWorkload(backend, pool_size=1, threads=1, requests_per_sync=rps, batch_size=1, clock=clock)
+
+    def tick() -> None:
+        clock.now += 1.0
+
     try:
-        drive(pool, 0.3)
+        pool.load()
+        backend.opened[0].on_full = tick
+        pool.start()
+        wait_until(lambda: len(pool.completions) >= 10 * rps or pool.failed() is not None, "ten rounds")
+        pool.stop()
+        assert pool.failed() is None, pool.failed()
     finally:
         pool.close()
-    latencies = [lat for _, lat in pool.completions]
-    assert min(latencies) >= CountingInstance.HOLD_S * 0.9
+    assert backend.opened[0].missed == 0
+    rounds = len(pool.completions) // rps
+    assert len(pool.completions) == rounds * rps  # the driver stopped between rounds
+    assert sorted(t for t, _ in pool.completions) == [float(r) for r in range(1, rounds + 1) for _ in range(rps)]
+    assert [lat for _, lat in pool.completions] == [1.0] * len(pool.completions)
 
 
 def test_driver_error_is_reported(tiny_model: Path) -> None:
     class Exploding(CountingOrtBackend):
         def open(self, config: RuntimeConfig) -> CountingInstance:
             inst = super().open(config)
+            inst.rendezvous = False  # a request that raises never arrives
             calls = {"n": 0}
+            lock = threading.Lock()
             real_infer = inst.infer
 
             def infer(inputs: Any) -> Any:
-                calls["n"] += 1
-                if calls["n"] > 5:
+                with lock:
+                    calls["n"] += 1
+                    n = calls["n"]
+                if n > 5:
                     raise RuntimeError("runtime fell over")
                 return real_infer(inputs)
 
@@ -268,14 +333,14 @@ def test_driver_error_is_reported(tiny_model: Path) -> None:
         try:
             pool.load()
             pool.start()
-            deadline = time.monotonic() + 5
-            while pool.failed() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: pool.failed() is not None, "the driver's error")  # noqa: B023 - used at once
             pool.stop()
         finally:
             pool.close()
         assert isinstance(pool.failed(), RuntimeError)
         assert "runtime fell over" in str(pool.failed())
+        assert not any(t.is_alive() for t in pool._drivers)  # the driver stopped on its error
+        assert len(pool.completions) == 5  # the five calls that worked, nothing after
 
 
 # ------------------------------------------------------------------------------ full run via the CLI
@@ -319,8 +384,11 @@ def test_full_run_reports_every_contract_metric(pool2_run: dict[str, Any]) -> No
     assert all(w > 0 for w in m["window_qps"])
     assert m["load_s"] > 0
     assert m["first_request_ms"] > 0
-    # warm-up is not counted: measured_s covers the windows only, within max_s
-    assert m["measured_s"] >= 0.5 * 0.9 and m["measured_s"] <= 8.0
+    # how many windows it took is this machine's business; the verdict must follow the rule on the windows shown
+    assert 1 <= len(m["window_qps"]) <= m["requests"]
+    if m["stable"]:
+        assert window_spread(m["window_qps"][-3:]) <= 0.2 + 1e-6
+    assert m["measured_s"] > 0
     assert doc["applied"]["intra_op_num_threads"] == 1
     assert "onnxruntime" in doc["versions"]
     assert doc["platform"]

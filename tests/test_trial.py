@@ -20,7 +20,7 @@ import pytest
 from _procs import gone
 
 from tuner.execution.child import run_job
-from tuner.measurement.process import Failure
+from tuner.measurement.process import RESCAN_S, Failure
 from tuner.measurement.result import TrialResult, aggregate_repeats
 
 FAST_MEASURE = {
@@ -85,13 +85,14 @@ def test_exit_code_is_crash_with_stderr_tail(tmp_path: Path) -> None:
     assert result.params["pool_size"] == 1
 
 
+@pytest.mark.slow
 def test_hang_is_timeout_within_the_limit(tmp_path: Path) -> None:
+    """Coarse real-time check: a child that never ends is killed once its real timeout has passed."""
     python = fake_python(tmp_path, "import time\nwhile True:\n    time.sleep(1)\n")
     t0 = time.monotonic()
     result = run_job(pool_job(None), timeout_s=1.5, python=python)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.5 + 10
-    assert elapsed >= 1.5
+    took_s = time.monotonic() - t0
+    assert 1.5 <= took_s < 1.5 + 60, took_s  # slow: not before the timeout; the upper bound only catches a hang
     assert result.failure is not None
     assert result.failure.kind == "timeout"
     assert "timed out after 1.5 s" in result.failure.message
@@ -130,12 +131,11 @@ def test_memory_past_the_limit_is_oom(tmp_path: Path) -> None:
         time.sleep(60)
         """,
     )
-    t0 = time.monotonic()
     result = run_job(pool_job(None), timeout_s=60, memory_limit_mb=150, python=python)
-    assert time.monotonic() - t0 < 30  # killed on the limit, not the timeout
     failure = result.failure
     assert failure is not None
-    assert failure.kind == "oom"
+    assert failure.kind == "oom"  # killed on the limit: a child left to its timeout would come back as "timeout"
+    assert failure.signal == "SIGKILL"
     assert "over the limit of 150 MiB" in failure.message
     assert result.metrics["peak_rss_mb"] > 150  # the partial record keeps what was seen
 
@@ -175,7 +175,7 @@ def test_grandchild_in_its_own_session_is_killed_too(tmp_path: Path) -> None:
                                  start_new_session=True)
         sys.stderr.write(f"grandchild {{child.pid}}\\n")
         sys.stderr.flush()
-        time.sleep(1.0)  # long enough for the parent's watcher to see it
+        time.sleep({2.5 * RESCAN_S!r})  # long enough for the parent's watcher to rescan the tree and see it
         sys.exit(5)
         """,
     )

@@ -64,7 +64,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,7 @@ class SimInstance(Instance):
         self._host_s = host_ms(opts, config.threads) / 1000.0
         self._device_s = device_ms(opts, config.batch_size) / 1000.0
         self._runtime_lock = threading.Lock()  # host work is serial per runtime
+        self._sleep = backend._sleep
         self._rng = random.Random(opts.seed + config.index)
         self._rng_lock = threading.Lock()
         sigma = math.sqrt(math.log1p(opts.noise**2))
@@ -205,7 +206,7 @@ class SimInstance(Instance):
         nbytes = int(opts.memory_mb_per_runtime * 1024 * 1024)
         self._memory: np.ndarray | None = np.ones(nbytes, dtype=np.uint8) if nbytes else None
         if opts.load_ms:
-            time.sleep(opts.load_ms / 1000.0)
+            self._sleep(opts.load_ms / 1000.0)
 
     def _factor(self) -> float:
         if not self._sigma:
@@ -226,12 +227,12 @@ class SimInstance(Instance):
             with self._runtime_lock:
                 self._host.acquire(self._host_k)
                 try:
-                    time.sleep(host_s)
+                    self._sleep(host_s)
                 finally:
                     self._host.release(self._host_k)
             self._unit_slots.acquire()
             try:
-                time.sleep(device_s)
+                self._sleep(device_s)
             finally:
                 self._unit_slots.release()
         finally:
@@ -267,15 +268,26 @@ class SimInstance(Instance):
 
 
 class SimBackend(Backend):
-    """The device twin (see the module docstring). One object per process owns the shared slots."""
+    """The device twin (see the module docstring). One object per process owns the shared slots.
+
+    ``sleep`` is how every instance of it blocks for its modelled times (load, host work, device work);
+    tests pass a fake one to observe or schedule the model's time instead of waiting for it.
+    """
 
     name = "sim"
     options_model = SimOptions
     needs_model = False
     cpu_bound = False  # a modelled device: its "threads" are not host cores here
 
-    def __init__(self, model: Path | None = None, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Path | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         super().__init__(model, options)
+        self._sleep = sleep
         opts: SimOptions = self.options  # type: ignore[assignment]
         self._host = _Slots(opts.host_cpus)
         self._units = [_Slots(1) for _ in range(opts.units)]

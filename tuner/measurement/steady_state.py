@@ -96,6 +96,7 @@ def measure_steady_state(
     emit: EventSink | None = None,
     *,
     clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
     poll_s: float = 0.025,
 ) -> dict[str, Any]:
     """Warm up, then measure windows until stable or ``max_s``; return the contract metrics.
@@ -103,6 +104,9 @@ def measure_steady_state(
     ``max_s`` bounds warm-up plus windows. Warm-up lasts ``warmup_s`` and until at least one request
     completed. A window closes once ``window_s`` passed *and* it holds ``min_window_requests``
     completions (so slow requests still give meaningful windows).
+
+    ``clock`` gives the time the completions are stamped with (the source's clock) and ``sleep`` does
+    every wait between two looks at the source (``poll_s`` each); tests pass a fake pair.
     """
     emit = emit or (lambda _e: None)
     done = source.completions
@@ -122,7 +126,7 @@ def measure_steady_state(
             break
         if now >= deadline:
             raise MeasurementError(f"no request completed within max_s = {settings.max_s} s of warm-up")
-        time.sleep(poll_s)
+        sleep(poll_s)
 
     t_start = clock()
     emit({"event": "measure_start"})
@@ -166,7 +170,7 @@ def measure_steady_state(
                     break
         if out_of_time:
             break
-        time.sleep(poll_s)
+        sleep(poll_s)
 
     emit({"event": "measure_end"})
     measured = [(t, lat) for t, lat in done[:seen] if anchor0 < t <= t_last]
