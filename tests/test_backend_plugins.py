@@ -12,13 +12,11 @@ nothing needs cleaning up beyond ``tmp_path``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from _plugin_build import build_wheel, install_wheel, tuner, write_tree
 
 from tuner.backends import registry
 from tuner.errors import BackendError
@@ -86,31 +84,14 @@ packages = ["{module}"]
 
 def make_plugin(root: Path, *, dist: str, module: str, name: str) -> Path:
     """Write the plugin's source tree and build its wheel from its pyproject; return the wheel's path."""
-    src = root / dist
-    (src / module).mkdir(parents=True)
-    (src / module / "__init__.py").write_text(PLUGIN_SOURCE.replace("{name}", name))
-    (src / "pyproject.toml").write_text(PYPROJECT.format(dist=dist, module=module, name=name))
-    out = root / f"{dist}-wheels"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-index",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+    src = write_tree(
+        root,
+        dist=dist,
+        module=module,
+        source=PLUGIN_SOURCE.replace("{name}", name),
+        pyproject=PYPROJECT.format(dist=dist, module=module, name=name),
     )
-    assert proc.returncode == 0, proc.stderr
-    (wheel,) = out.glob("*.whl")
+    wheel = build_wheel(src, root / f"{dist}-wheels")
     assert wheel.name == f"{dist.replace('-', '_')}-0.1-py3-none-any.whl"
     # the entry point in the wheel is the one the pyproject declares (setuptools wrote it, not the test)
     with zipfile.ZipFile(wheel) as zf:
@@ -118,36 +99,6 @@ def make_plugin(root: Path, *, dist: str, module: str, name: str) -> Path:
         assert f"{module}/__init__.py" in zf.namelist()
     assert entry_points.split() == ["[tuner.backends]", name, "=", f"{module}:EchoBackend"]
     return wheel
-
-
-def pip_install(wheel: Path, target: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-index",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert list(target.glob("*.dist-info/entry_points.txt")), "pip did not install the entry points"
-
-
-def tuner(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
-    )
 
 
 WORKLOAD = """\
@@ -167,7 +118,7 @@ def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plugin")
     wheel = make_plugin(root, dist="tuner-echo-plugin", module="tuner_echo_plugin", name="echo")
     site = root / "site"
-    pip_install(wheel, site)
+    install_wheel(wheel, site)
     return site
 
 
@@ -202,7 +153,7 @@ def test_without_the_plugin_the_name_is_unknown_and_valid_ones_are_listed(tmp_pa
 def test_a_plugin_taking_a_builtin_name_is_an_error_naming_both(tmp_path: Path) -> None:
     wheel = make_plugin(tmp_path, dist="tuner-fake-sim", module="tuner_fake_sim", name="sim")
     site = tmp_path / "site"
-    pip_install(wheel, site)
+    install_wheel(wheel, site)
     (tmp_path / "w.yaml").write_text(WORKLOAD.format(name="sim").replace("options: {delay_ms: 2}", "options: {}"))
     proc = tuner(["run", "w.yaml"], site, tmp_path)
     assert proc.returncode == 2

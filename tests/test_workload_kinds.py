@@ -12,13 +12,11 @@ modified.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from _plugin_build import build_wheel, install_wheel, tuner, write_tree
 
 from tuner import plugins
 from tuner.config.spec import parse_spec
@@ -155,29 +153,14 @@ dependencies = ["tuner"]
 
 def build_and_install(root: Path, *, dist: str, module: str, name: str) -> Path:
     """Write the plugin's source tree, build its wheel with pip, install it into a private site; return the site."""
-    src = root / dist
-    (src / module).mkdir(parents=True)
-    (src / module / "__init__.py").write_text(PLUGIN_SOURCE.replace("{dist}", dist))
-    (src / "pyproject.toml").write_text(PYPROJECT.format(dist=dist, module=module, name=name))
-    wheels, site = root / "wheels", root / "site"
-    pip = [sys.executable, "-m", "pip", "--quiet"]
-    build = pip + ["wheel", "--no-deps", "--no-index", "--no-build-isolation", "-w", str(wheels), str(src)]
-    proc = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=root)
-    assert proc.returncode == 0, proc.stderr
-    (wheel,) = wheels.glob("*.whl")
-    install = pip + ["install", "--no-deps", "--no-index", "--target", str(site), str(wheel)]
-    proc = subprocess.run(install, capture_output=True, text=True, timeout=300, cwd=root)
-    assert proc.returncode == 0, proc.stderr
-    assert list(site.glob("*.dist-info/entry_points.txt")), "pip did not install the entry points"
-    return site
-
-
-def tuner(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    src = write_tree(
+        root,
+        dist=dist,
+        module=module,
+        source=PLUGIN_SOURCE.replace("{dist}", dist),
+        pyproject=PYPROJECT.format(dist=dist, module=module, name=name),
     )
+    return install_wheel(build_wheel(src, root / "wheels"), root / "site")
 
 
 WORKLOAD = """\

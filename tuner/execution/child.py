@@ -85,7 +85,7 @@ def run_job(
         kind: FailureKind = "oom" if error_event.get("type") == "MemoryError" else "error"
         failure = Failure(kind, str(error_event.get("message")), code, None, stderr_tail)
     elif code != 0 or result_event is None:
-        failure = exit_failure(code, stderr_tail, result_event is None)
+        failure = exit_failure(code, stderr_tail)
     if failure is not None:
         return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=_partial(outcome))
 

@@ -267,7 +267,7 @@ def _reap(proc: subprocess.Popen[bytes], *, block: bool) -> Any:
 
 
 def exit_failure(
-    code: int | None, stderr_tail: str, no_result: bool, who: str = "the trial process", silent: str = "no stderr"
+    code: int | None, stderr_tail: str, who: str = "the trial process", silent: str = "no stderr"
 ) -> Failure:
     """The failure of a child that exited (``code``) without the result it owed."""
     if code is not None and code < 0:

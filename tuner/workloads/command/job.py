@@ -167,7 +167,7 @@ def run_command_job(
         failure = Failure(f.kind, f.message, code, signal_name(code), tail)
         return TrialResult(params, metrics=partial, applied=applied, failure=failure, wall_s=outcome.wall_s)
     if code != 0:
-        failure = exit_failure(code, tail, True, who="the program", silent="no output")
+        failure = exit_failure(code, tail, who="the program", silent="no output")
         return TrialResult(params, metrics=partial, applied=applied, failure=failure, wall_s=outcome.wall_s)
     parse = job.get("parse", "json")
     try:
