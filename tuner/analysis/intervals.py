@@ -1,0 +1,90 @@
+"""Confidence intervals of measured figures: Student-t over independent samples, and over batch means.
+
+A trial's qps comes either from several repeats (independent fresh processes: Student-t over their qps)
+or from one run's windows, which are autocorrelated (a slow window is followed by a slow window), so
+the windows are first grouped into a few contiguous *batch means* and the interval is taken over those
+(the method of batch means). Quantiles of Student's t come from scipy.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+#: the confidence of every interval tuner reports
+CONFIDENCE = 0.95
+#: at most this many batch means are formed from one run's windows (fewer when there are few windows)
+MAX_BATCHES = 5
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``mean`` with a two-sided ``confidence`` interval ``[low, high]`` and the coefficient of variation."""
+
+    mean: float
+    low: float
+    high: float
+    cv: float
+    n: int
+    confidence: float = CONFIDENCE
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2.0
+
+    @property
+    def relative_half_width(self) -> float:
+        """Half-width over the mean (``inf`` for a zero mean or an unbounded interval)."""
+        return self.half_width / abs(self.mean) if self.mean else math.inf
+
+
+def t_quantile(confidence: float, dof: int) -> float:
+    """The two-sided Student-t quantile: ``P(|T| <= q) = confidence`` for ``dof`` degrees of freedom."""
+    return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Student-t interval of the mean of independent samples; one sample gives an unbounded interval."""
+    xs = [float(v) for v in values if math.isfinite(float(v))]
+    n = len(xs)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0, confidence)
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return Interval(mean, -math.inf, math.inf, math.nan, 1, confidence)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+    cv = sd / abs(mean) if mean else math.nan
+    return Interval(mean, mean - half, mean + half, cv, n, confidence)
+
+
+def batch_means(values: Sequence[float], max_batches: int = MAX_BATCHES) -> list[float]:
+    """Contiguous batches of ``values`` (as equal in size as possible), each replaced by its mean.
+
+    With fewer values than ``max_batches`` every value is its own batch.
+    """
+    xs = [float(v) for v in values]
+    k = min(max_batches, len(xs))
+    if k == 0:
+        return []
+    out = []
+    for i in range(k):
+        part = xs[i * len(xs) // k : (i + 1) * len(xs) // k]
+        out.append(math.fsum(part) / len(part))
+    return out
+
+
+def windows_interval(window_qps: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """The interval of one run's throughput from its windows: Student-t over their batch means.
+
+    The coefficient of variation is that of the windows themselves (how much one window moves).
+    """
+    xs = [float(v) for v in window_qps if math.isfinite(float(v))]
+    interval = t_interval(batch_means(xs), confidence)
+    window_cv = t_interval(xs, confidence).cv if len(xs) > 1 else math.nan
+    return Interval(interval.mean, interval.low, interval.high, window_cv, len(xs), confidence)
