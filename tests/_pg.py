@@ -132,6 +132,9 @@ def sim_workload(
             "trial_timeout_s": 30,
             "heartbeat_s": 1,
             "heartbeat_grace_s": 3,
+            # shared-study and fault tests count the search's trials: no confirmation round, no drift references
+            "confirm": {"rounds": 0},
+            "drift": {"every": 0},
             **(study or {}),
         },
     }

@@ -49,6 +49,8 @@ study:
   trials: 6
   trial_timeout_s: 60
   seed: 0
+  confirm: {{rounds: 0}}   # these studies feed the report/compare/export tests: the search's trials only
+  drift: {{every: 0}}
 """
 
 #: the fingerprint written into study B (a different board; the numbers are the device twin's)

@@ -121,6 +121,17 @@ def test_registered_class_is_a_backend(case: Case) -> None:
     assert all(isinstance(n, str) for n in cls.option_names())
 
 
+def test_host_threads_is_a_count_or_none_with_its_origin(case: Case) -> None:
+    cls = get_backend(case.backend)
+    shape = {"pool_size": 3, "threads": 2, "requests_per_sync": 2, "options": case.options, "usable_cores": 4}
+    count = cls.host_threads(**shape)
+    assert count is None or (isinstance(count, int) and not isinstance(count, bool) and count >= 0), count
+    if cls.host_threads.__func__ is Backend.host_threads.__func__:  # type: ignore[attr-defined]
+        assert count == (3 * 2 if cls.cpu_bound else None)  # the default: pool_size x threads, or device-bound
+    origin = cls.host_threads_origin(**shape)
+    assert isinstance(origin, str) and origin
+
+
 def test_unknown_option_is_a_backend_error_naming_it(case: Case) -> None:
     cls = get_backend(case.backend)
     with pytest.raises(BackendError, match="no_such_option_xyz"):

@@ -374,3 +374,134 @@ def test_pareto_front_of_one_objective_is_the_best(direction: str, expected: int
     trials = [point(0, 100, 10), point(1, 300, 30), point(2, 50, 5), point(3, 900, 1, feasible=False)]
     metric = "qps" if direction == "maximize" else "latency_p99_ms"
     assert [r.number for r in pareto_front(trials, [(metric, direction)])] == [expected]
+
+
+# ------------------------------------------------------------------------------------- the edge rule
+
+RISING_EDGE = "still rising at the edge of the range: extend "
+
+
+def test_a_curve_still_rising_10_percent_on_its_last_pool_step_is_not_confirmed() -> None:
+    # pool 6 gains 990 / 900 = +10 % over pool 5, more than half the 10 % tolerance; the knee is pool 5
+    # (900 >= 0.9 * 990 = 891), and one more +10 % step would lift the threshold to 980 > 900
+    result = find_knee(table("pool_size", [1, 2, 3, 4, 5, 6], [200, 400, 600, 800, 900, 990]))
+    assert knee_value(result, "pool_size") == 5
+    assert result.best is not None and result.best.params["pool_size"] == 6
+    assert not result.confirmed  # although a costlier configuration (pool 6) was measured
+    assert result.edge == (("pool_size", 6),)
+    assert result.reason == "still rising at the edge of the range: extend pool_size beyond 6"
+
+
+def test_a_saturated_curve_is_confirmed() -> None:
+    # the last step gains 910 / 900 = +1.1 %: saturated
+    result = find_knee(table("pool_size", [1, 2, 3, 4, 5, 6], [200, 400, 600, 800, 900, 910]))
+    assert knee_value(result, "pool_size") == 5
+    assert result.confirmed
+    assert result.edge == ()
+    assert result.reason.startswith("saturation reached")
+
+
+def test_a_gain_that_one_more_step_would_not_turn_into_a_new_knee_keeps_the_knee_confirmed() -> None:
+    # pool 3 gains 1000 / 950 = +5.3 % (> 5 %), but another +5.3 % lifts the threshold only to
+    # 0.9 * 1000 * 1.0526 = 947.4 < 950: the knee (pool 2) stands
+    kept = find_knee(table("pool_size", [1, 2, 3], [500, 950, 1000]))
+    assert knee_value(kept, "pool_size") == 2
+    assert kept.confirmed and kept.edge == ()
+    # with pool 2 at 940 the gain is +6.4 % and the lifted threshold 0.9 * 1000 * 1.0638 = 957.4 > 940
+    moved = find_knee(table("pool_size", [1, 2, 3], [500, 940, 1000]))
+    assert knee_value(moved, "pool_size") == 2
+    assert not moved.confirmed and moved.edge == (("pool_size", 3),)
+
+
+def test_a_knee_that_is_the_best_at_the_edge_is_not_confirmed_by_a_costlier_config_on_another_axis() -> None:
+    trials = [
+        TrialRecord(0, {"pool_size": 1, "threads": 1}, {"qps": 250.0}),
+        TrialRecord(1, {"pool_size": 2, "threads": 1}, {"qps": 500.0}),
+        TrialRecord(2, {"pool_size": 3, "threads": 1}, {"qps": 750.0}),
+        TrialRecord(3, {"pool_size": 4, "threads": 1}, {"qps": 900.0}),  # +20 % over pool 3: best and knee
+        TrialRecord(4, {"pool_size": 4, "threads": 2}, {"qps": 850.0}),  # costlier, slower
+    ]
+    result = find_knee(trials)
+    assert result.knee is not None and result.knee.number == 3 and result.best == result.knee
+    assert not result.confirmed
+    assert result.edge == (("pool_size", 4),)  # threads 1 is not the largest threads measured
+    assert result.reason == RISING_EDGE + "pool_size beyond 4"
+
+
+def test_the_edge_needs_a_lower_neighbour_with_the_other_axes_equal() -> None:
+    trials = [
+        TrialRecord(0, {"pool_size": 1, "threads": 1}, {"qps": 250.0}),
+        TrialRecord(1, {"pool_size": 2, "threads": 1}, {"qps": 500.0}),
+        TrialRecord(2, {"pool_size": 3, "threads": 1}, {"qps": 750.0}),
+        TrialRecord(3, {"pool_size": 4, "threads": 2}, {"qps": 990.0}),  # best; no pool < 4 at threads 2
+        TrialRecord(4, {"pool_size": 4, "threads": 3}, {"qps": 950.0}),
+    ]
+    result = find_knee(trials)
+    assert result.knee is not None and result.knee.number == 3
+    assert result.confirmed and result.edge == ()
+
+
+def test_a_larger_value_that_was_infeasible_is_a_hard_edge() -> None:
+    trials = table("pool_size", [1, 2, 3, 4, 5, 6], [200, 400, 600, 800, 900, 990]) + [
+        TrialRecord(6, {"pool_size": 7}, {"qps": 1100.0}, feasible=False),  # e.g. out of device memory
+    ]
+    result = find_knee(trials)
+    assert knee_value(result, "pool_size") == 5
+    assert result.confirmed and result.edge == ()
+
+
+def test_the_edge_rule_reads_pipeline_stage_workers() -> None:
+    result = find_knee(table("stages.decode.workers", [1, 2, 3, 4], [300, 600, 800, 900]))
+    # 4 workers: +12.5 % over 3 and the best; the knee is 4 (800 < 0.9 * 900 = 810), nothing costlier
+    assert knee_value(result, "stages.decode.workers") == 4
+    assert not result.confirmed
+    assert result.edge == (("stages.decode.workers", 4),)
+    assert result.reason.startswith("saturation not reached yet: no costlier configuration was measured")
+    assert result.reason.endswith("; " + RISING_EDGE + "stages.decode.workers beyond 4")
+
+
+# ----------------------------------------------------------------------------- confidence from repeats
+
+
+def repeats(runs_by_pool: dict[int, list[float]]) -> list[TrialRecord]:
+    """One trial per pool size with ``repeats: N``: qps is the median run, ``qps_runs`` all runs."""
+    return [
+        TrialRecord(i, {"pool_size": pool}, {"qps": float(sorted(runs)[(len(runs) - 1) // 2]), "qps_runs": runs})
+        for i, (pool, runs) in enumerate(runs_by_pool.items())
+    ]
+
+
+def test_repeats_without_windows_give_a_confidence() -> None:
+    trials = repeats({1: [49.0, 50.0, 51.0], 2: [99.0, 100.0, 101.0], 3: [100.0, 101.0, 99.0]})
+    result = find_knee(trials)
+    assert knee_value(result, "pool_size") == 2
+    # pool 2 resampled stays within [99, 101], far above 90 % of any plateau <= 101: always the knee
+    assert result.confidence == 1.0
+    bare = [TrialRecord(t.number, t.params, {"qps": t.metrics["qps"]}) for t in trials]
+    assert find_knee(bare).confidence is None
+
+
+def test_repeats_at_the_threshold_give_a_middling_confidence() -> None:
+    # pool 1's runs 88, 90, 92 (qps 90) against a plateau of exactly 100 (runs without spread): pool 1 is the
+    # knee in a replicate when the mean of 3 draws from its runs is >= 90, which 17 of the 27 equally likely
+    # draws give (0.63); 200 replicates put that within about +-0.1
+    trials = repeats({1: [88.0, 90.0, 92.0], 2: [100.0, 100.0, 100.0], 3: [100.0, 100.0, 100.0]})
+    result = find_knee(trials)
+    assert knee_value(result, "pool_size") == 1
+    assert result.confidence is not None and 0.53 < result.confidence < 0.73
+
+
+def test_one_window_and_repeats_resample_the_repeats() -> None:
+    trials = repeats({1: [88.0, 90.0, 92.0], 2: [100.0, 100.0, 100.0], 3: [100.0, 100.0, 100.0]})
+    with_window = [TrialRecord(t.number, t.params, {**t.metrics, "window_qps": [t.metrics["qps"]]}) for t in trials]
+    ours, runs_only = find_knee(with_window), find_knee(trials)
+    assert ours.confidence == runs_only.confidence and ours.plateau_qps == runs_only.plateau_qps
+    assert ours.confidence is not None and 0.53 < ours.confidence < 0.73
+
+
+def test_a_single_window_per_trial_is_nothing_to_resample() -> None:
+    trials = [
+        TrialRecord(i, {"pool_size": p}, {"qps": q, "window_qps": [q]})
+        for i, (p, q) in enumerate([(1, 500.0), (2, 950.0), (3, 1000.0)])
+    ]
+    assert find_knee(trials).confidence is None

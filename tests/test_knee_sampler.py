@@ -47,10 +47,15 @@ def full_table(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> l
 
 def true_knee(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any], curve: Curve) -> dict[str, Any]:
     """The knee of the whole table (every config measured), by the analysis' definition."""
-    records = [TrialRecord(i, cfg, {"qps": curve(cfg)}) for i, cfg in enumerate(full_table(grid, fixed))]
-    result = find_knee(records, TOLERANCE, bootstrap=0)
-    assert result.knee is not None and result.confirmed
+    result = full_knee(grid, fixed, curve)
+    assert result.knee is not None
     return dict(result.knee.params)
+
+
+def full_knee(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any], curve: Curve) -> Any:
+    """find_knee over the whole table."""
+    records = [TrialRecord(i, cfg, {"qps": curve(cfg)}) for i, cfg in enumerate(full_table(grid, fixed))]
+    return find_knee(records, TOLERANCE, bootstrap=0)
 
 
 def drive(planner: KneePlanner, curve: Curve, limit: int = 500) -> list[Observation]:
@@ -87,7 +92,9 @@ def test_planner_measures_and_confirms_the_true_knee(case: str) -> None:
     found = knee_of(observations)
     assert found.knee is not None
     assert dict(found.knee.params) == knee
-    assert found.confirmed, found.reason
+    # confirmed exactly when the whole table confirms it: a curve still rising at the edge of the grid is not
+    full = full_knee(grid, fixed, curve)
+    assert (found.confirmed, found.edge) == (full.confirmed, full.edge), found.reason
     assert len(observations) < len(full_table(grid, fixed))
 
 
@@ -96,6 +103,10 @@ def test_known_knees_of_the_field_note_tables() -> None:
     assert true_knee({"batch_size": list(ASCEND_BATCH_FPS)}, {}, ascend_batch) == {"batch_size": 16}
     # pool 6 x batch 4 reaches 3 busy units at batch 4 (1326 qps); pool 5 is 1.2 % short of 90 % of it
     assert true_knee(GRID_2D, FIXED_2D, sim_bound) == {**FIXED_2D, "pool_size": 6, "batch_size": 4}
+    # ...but batch 4 is the grid's edge and its last step still gained 19 %: not confirmed, extend batch_size
+    full = full_knee(GRID_2D, FIXED_2D, sim_bound)
+    assert not full.confirmed and full.edge == (("batch_size", 4),)
+    assert full_knee({"pool_size": list(RK3588_MS)}, {}, rk3588).confirmed
 
 
 def test_planner_uses_far_fewer_configs_than_the_2d_grid() -> None:

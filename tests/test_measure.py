@@ -327,3 +327,39 @@ def test_source_that_never_completes_is_a_measurement_error() -> None:
         measure_steady_state(source, settings, clock=fake.clock, sleep=fake.sleep, poll_s=POLL_S)
     assert fake.now == 101.5  # gave up exactly at max_s
     assert fake.sleeps == [POLL_S] * 6
+
+
+# ------------------------------------------------------------------------------ the interval of qps
+
+
+def test_result_carries_the_windows_interval_centred_on_qps() -> None:
+    # the doubling source of test_changing_source_...: windows 2, 4, 8, 16, 32 and qps 62 / 5 = 12.4
+    schedule = [(1.0, 0.004)]
+    for second in range(1, 9):
+        n = 2**second
+        schedule += [(second + j / n, 0.004) for j in range(1, n + 1)]
+    settings = MeasureSettings(
+        warmup_s=1.0, window_s=1.0, stable_windows=3, stability=0.10, max_s=6.0, min_window_requests=2
+    )
+    m, _, _ = measure(ScriptedSource(schedule), settings)
+    assert m["window_qps"] == [2.0, 4.0, 8.0, 16.0, 32.0] and m["qps"] == 12.4
+    # five windows are five batch means: squared deviations from 12.4 sum to 595.2, sd = sqrt(595.2 / 4)
+    # = 12.1984; t(0.975, 4) = 2.7764 -> half-width 2.7764 x 12.1984 / sqrt(5) = 15.1463 around qps
+    assert m["qps_ci_low"] == pytest.approx(12.4 - 15.1463, abs=1e-4)
+    assert m["qps_ci_high"] == pytest.approx(12.4 + 15.1463, abs=1e-4)
+    assert m["qps_cv"] == pytest.approx(12.1984 / 12.4, abs=1e-4)  # the windows' own CV
+
+
+def test_equal_windows_give_a_zero_width_interval() -> None:
+    settings = MeasureSettings(warmup_s=1.0, window_s=1.0, stable_windows=3, stability=0.05, max_s=20.0)
+    m, _, _ = measure(ScriptedSource(every(1 / 8, 30.0), batch_size=2), settings)
+    assert m["window_qps"] == [16.0, 16.0, 16.0]
+    assert (m["qps_ci_low"], m["qps_ci_high"], m["qps_cv"]) == (16.0, 16.0, 0.0)
+
+
+def test_one_window_leaves_the_interval_unknown() -> None:
+    # max_s = 2 leaves room for one window after the 1 s warm-up: one batch mean bounds nothing
+    settings = MeasureSettings(warmup_s=1.0, window_s=1.0, stable_windows=3, stability=0.05, max_s=2.0)
+    m, _, _ = measure(ScriptedSource(every(0.25, 10.0)), settings)
+    assert m["window_qps"] == [4.0] and m["qps"] == 4.0
+    assert all(np.isnan(m[k]) for k in ("qps_ci_low", "qps_ci_high", "qps_cv"))

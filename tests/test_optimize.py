@@ -59,7 +59,16 @@ def write_workload(
     if constraints:
         doc["constraints"] = dict(constraints)
     doc["measure"] = {**FAST, **(measure or {})}
-    doc["study"] = {"storage": f"studies/{name}.db", "trials": 3, "trial_timeout_s": 30, "seed": 0, **(study or {})}
+    # the search loop's own tests: no confirmation round or drift references unless a test asks for them
+    doc["study"] = {
+        "storage": f"studies/{name}.db",
+        "trials": 3,
+        "trial_timeout_s": 30,
+        "seed": 0,
+        "confirm": {"rounds": 0},
+        "drift": {"every": 0},
+        **(study or {}),
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -358,7 +367,10 @@ def test_oversubscribed_configs_are_pruned_not_measured(tmp_path: Path) -> None:
     skipped = by_pool[cores + 1]
     assert skipped.state == TrialState.PRUNED
     reason = skipped.user_attrs["skip_reason"]
-    assert f"pool_size x threads = {cores + 1}" in reason and f"{cores} usable cores" in reason
+    assert reason == (
+        f"oversubscribed: {cores + 1} host threads (pool_size {cores + 1} x threads 1 on onnxruntime) > {cores} "
+        "usable cores; set study.allow_oversubscription: true to measure it anyway"
+    )
     assert not {"qps", "applied", "wall_s"} & set(skipped.user_attrs)
     report = study_report(load_study(spec, result.study_name))
     assert report["trials"]["pruned"] == 1

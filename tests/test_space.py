@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuner.config.spec import Spec, parse_spec
 from tuner.errors import SpecError
-from tuner.search.rules import RULES, Rule, RuleContext, skip_reason
+from tuner.search.rules import RULES, HostThreads, Rule, RuleContext, skip_reason
 from tuner.search.space import config_key, distribution, distributions, grid, grid_size, iter_grid
 
 
@@ -133,17 +135,23 @@ def test_rules_are_data() -> None:
     assert [r.name for r in RULES] == ["oversubscription"]
     rule = RULES[0]
     assert isinstance(rule, Rule)
-    assert "pool_size x threads" in rule.description
+    assert "host threads" in rule.description
     assert callable(rule.check)
 
 
+def _pool_threads(params: Any) -> HostThreads:
+    """The plain CPU count, as the default backend gives it: pool_size x threads."""
+    pool, threads = int(params.get("pool_size", 1)), int(params.get("threads", 1))
+    return HostThreads(pool * threads, f"pool_size {pool} x threads {threads} on cpu")
+
+
 def test_oversubscribed_config_is_skipped_with_a_reason() -> None:
-    ctx = RuleContext(usable_cores=4, allow_oversubscription=False, cpu_bound=True)
+    ctx = RuleContext(usable_cores=4, allow_oversubscription=False, host_threads=_pool_threads)
     reason = skip_reason({"pool_size": 3, "threads": 2, "batch_size": 1}, ctx)
-    assert reason is not None
-    assert "pool_size x threads = 6" in reason
-    assert "4 usable cores" in reason
-    assert "allow_oversubscription" in reason
+    assert reason == (
+        "oversubscribed: 6 host threads (pool_size 3 x threads 2 on cpu) > 4 usable cores; "
+        "set study.allow_oversubscription: true to measure it anyway"
+    )
 
 
 @pytest.mark.parametrize(
@@ -156,14 +164,15 @@ def test_oversubscribed_config_is_skipped_with_a_reason() -> None:
     ],
 )
 def test_configs_within_the_cores_are_allowed(params: dict, cores: int) -> None:
-    assert skip_reason(params, RuleContext(cores, False, True)) is None
+    assert skip_reason(params, RuleContext(cores, False, _pool_threads)) is None
 
 
-def test_oversubscription_allowed_by_the_study_or_a_device_backend() -> None:
+def test_oversubscription_allowed_by_the_study_or_a_device_bound_workload() -> None:
     params = {"pool_size": 8, "threads": 4}
-    assert skip_reason(params, RuleContext(2, False, True)) is not None
-    assert skip_reason(params, RuleContext(2, True, True)) is None  # study.allow_oversubscription
-    assert skip_reason(params, RuleContext(2, False, False)) is None  # backend not cpu_bound (sim, NPU)
+    assert skip_reason(params, RuleContext(2, False, _pool_threads)) is not None
+    assert skip_reason(params, RuleContext(2, True, _pool_threads)) is None  # study.allow_oversubscription
+    assert skip_reason(params, RuleContext(2, False, lambda p: None)) is None  # device-bound (sim, an NPU)
+    assert skip_reason(params, RuleContext(2, False)) is None  # the default: no host-thread count
 
 
 def test_skip_reason_returns_the_first_rule_that_breaks() -> None:
@@ -172,9 +181,9 @@ def test_skip_reason_returns_the_first_rule_that_breaks() -> None:
 
     never = Rule("never", "never breaks", lambda p, c: None)
     rules = (never, Rule("even", "batch must be even", odd_batch), *RULES)
-    ctx = RuleContext(1, False, True)
+    ctx = RuleContext(1, False, _pool_threads)
     assert skip_reason({"pool_size": 4, "batch_size": 3}, ctx, rules) == "odd batch"
-    assert "oversubscribed" in (skip_reason({"pool_size": 4, "batch_size": 2}, ctx, rules) or "")
+    assert (skip_reason({"pool_size": 4, "batch_size": 2}, ctx, rules) or "").startswith("oversubscribed: 4 host")
     assert skip_reason({"pool_size": 1, "batch_size": 2}, ctx, rules) is None
     assert skip_reason({"pool_size": 99}, ctx, ()) is None
 

@@ -205,6 +205,52 @@ def test_max_s_must_leave_room_for_warmup_and_a_window(tmp_path: Path) -> None:
     assert "max_s (4.0) must leave room" in message
 
 
+@pytest.mark.parametrize(
+    ("measure", "line", "fragment", "expected"),
+    [
+        ("  repeats: often\n", 5, "measure.repeats = 'often'", "expected a whole number of runs from 1 to 100"),
+        ("  repeats: 0\n", 5, "measure.repeats = 0", "or auto"),
+        ("  repeats: 2.5\n", 5, "measure.repeats = 2.5", "or auto"),
+        ("  repeats: true\n", 5, "measure.repeats = True", "or auto"),
+        ("  repeats: Auto\n", 5, "measure.repeats = 'Auto'", "or auto"),
+        ("  repeats: auto\n  max_repeats: 1\n", 6, "measure.max_repeats = 1", "greater than or equal to 2"),
+        ("  repeats: auto\n  max_repeats: many\n", 6, "measure.max_repeats = 'many'", "expected an integer"),
+        ("  repeats: auto\n  target_ci: 0\n", 6, "measure.target_ci = 0", "greater than 0"),
+        ("  repeats: auto\n  target_ci: 1.5\n", 6, "measure.target_ci = 1.5", "less than 1"),
+        ("  repeats: auto\n  target_ci: tight\n", 6, "measure.target_ci = 'tight'", "expected a number"),
+        ("  repeats: auto\n  target_cl: 0.05\n", 6, "measure.target_cl: unknown key", "did you mean 'target_ci'?"),
+    ],
+)
+def test_bad_repeats_values_name_line_key_and_expectation(
+    tmp_path: Path, measure: str, line: int, fragment: str, expected: str
+) -> None:
+    message = spec_error(tmp_path, BASE + "measure:\n" + measure)
+    assert f"w.yaml:{line}:" in message, message
+    assert fragment in message, message
+    assert expected in message, message
+
+
+def test_repeats_auto_and_its_defaults() -> None:
+    auto = parse_spec(BASE + "measure:\n  repeats: auto\n").measure
+    assert auto.repeats == "auto" and auto.max_repeats == 5 and auto.target_ci == 0.03
+    assert auto.max_runs == 5  # what a trial's time budget is sized for
+    counted = parse_spec(BASE + "measure:\n  repeats: 3\n  max_repeats: 9\n").measure
+    assert counted.repeats == 3 and counted.max_runs == 3
+    # the child measures with the steady-state settings only
+    steady = {"warmup_s", "window_s", "stable_windows", "stability", "max_s", "min_window_requests"}
+    assert set(auto.child_settings()) == steady
+
+
+def test_auto_keys_change_the_hash_only_with_repeats_auto() -> None:
+    h = parse_spec(BASE).spec_hash
+    # without auto they change nothing measured: studies made before these keys existed keep their hash
+    assert parse_spec(BASE + "measure:\n  max_repeats: 9\n  target_ci: 0.5\n").spec_hash == h
+    auto = parse_spec(BASE + "measure:\n  repeats: auto\n").spec_hash
+    assert auto != h
+    assert parse_spec(BASE + "measure:\n  repeats: auto\n  target_ci: 0.01\n").spec_hash != auto
+    assert parse_spec(BASE + "measure:\n  repeats: auto\n  max_repeats: 3\n").spec_hash != auto
+
+
 # ------------------------------------------------------------------------------- file-level faults
 
 

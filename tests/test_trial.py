@@ -7,6 +7,7 @@ goes wrong would.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import psutil
 import pytest
 from _procs import gone
 
+from tuner.analysis.intervals import t_interval, windows_interval
 from tuner.execution.child import run_job
 from tuner.measurement.process import RESCAN_S, Failure
 from tuner.measurement.result import TrialResult, aggregate_repeats
@@ -281,6 +283,27 @@ def test_aggregate_repeats_picks_the_median(real_results: list[TrialResult]) -> 
     chosen = next(r for r in real_results if r.metrics["qps"] == median)
     assert agg.metrics["requests"] == chosen.metrics["requests"]
     assert agg.metrics["latency_p99_ms"] == chosen.metrics["latency_p99_ms"]
+
+
+def test_real_results_carry_their_windows_interval(real_results: list[TrialResult]) -> None:
+    # each run's interval comes from its own windows (computed in the child), centred on its qps
+    for result in real_results:
+        m = result.metrics
+        windows = windows_interval(m["window_qps"])
+        if len(m["window_qps"]) >= 2:
+            assert m["qps_ci_high"] - m["qps"] == pytest.approx(windows.half_width, rel=1e-9, abs=1e-12)
+            assert m["qps"] - m["qps_ci_low"] == pytest.approx(windows.half_width, rel=1e-9, abs=1e-12)
+            assert m["qps_cv"] == pytest.approx(windows.cv, rel=1e-9, abs=1e-12)
+        else:
+            assert math.isnan(m["qps_ci_low"]) and math.isnan(m["qps_ci_high"])
+
+
+def test_aggregate_repeats_interval_is_over_the_runs(real_results: list[TrialResult]) -> None:
+    m = aggregate_repeats(real_results).metrics
+    runs = t_interval([r.metrics["qps"] for r in real_results])
+    assert (m["qps_ci_low"], m["qps_ci_high"]) == pytest.approx((runs.low, runs.high), rel=1e-12)
+    assert m["qps_cv"] == pytest.approx(runs.cv, rel=1e-12)
+    assert (m["qps_ci_low"] + m["qps_ci_high"]) / 2 == pytest.approx(sum(m["qps_runs"]) / 3, rel=1e-12)
 
 
 def test_aggregate_repeats_skips_failures(real_results: list[TrialResult], tmp_path: Path) -> None:

@@ -75,12 +75,15 @@ def test_keys_of_a_builtin_kind_are_refused_for_another_kind() -> None:
     assert str(info.value) == "w.yaml:4: workload.command: only for kind: command (this workload is kind: pool)"
 
 
-def test_the_study_asks_the_kind_whether_it_computes_on_host_cores() -> None:
+def test_the_study_asks_the_kind_how_many_host_threads_a_config_computes_on() -> None:
     sim = parse_spec("workload: {kind: pool, backend: sim}\n", path=Path("w.yaml"))
     ort = parse_spec("workload: {kind: pool, backend: onnxruntime, model: zoo:tiny}\n", path=Path("w.yaml"))
-    assert PoolKind().cpu_bound(sim) is False  # the sim backend waits on its modelled device
-    assert PoolKind().cpu_bound(ort) is True
-    assert CommandKind().cpu_bound(sim) is True
+    params = {"pool_size": 3, "threads": 2, "requests_per_sync": 1, "batch_size": 1}
+    assert PoolKind().host_threads(sim, params, usable_cores=2) is None  # sim waits on its modelled device
+    demand = PoolKind().host_threads(ort, params, usable_cores=2)
+    assert demand is not None and demand.count == 6
+    assert demand.origin == "pool_size 3 x threads 2 on onnxruntime"
+    assert CommandKind().host_threads(sim, params, usable_cores=2) is None  # no workload.host_threads declared
 
 
 # -------------------------------------------------------------------------------- a third-party kind

@@ -20,6 +20,9 @@ METRICS: dict[str, str] = {
     "requests": "requests completed in the measured part",
     "stable": "whether the stability rule held (bool)",
     "window_qps": "qps of each measured window (list)",
+    "qps_ci_low": "lower end of the 95 % confidence interval of qps (samples/s; null when unknown)",
+    "qps_ci_high": "upper end of the 95 % confidence interval of qps (samples/s; null when unknown)",
+    "qps_cv": "coefficient of variation of the windows' qps (one run) or of the runs' qps (repeats); null when unknown",
 }
 
 #: metrics that can be objectives or constraints (numeric scalars)

@@ -51,6 +51,12 @@ class TrialAttrs:
     #: a result that came back from the local spool: its spool id and the trial it was measured as
     spool_id: str | None = None
     spooled_from: int | None = None
+    #: a paired confirmation measurement: ``{"session", "round", "slot", "config"}`` (:mod:`tuner.study.confirm`)
+    confirm: dict[str, Any] | None = None
+    #: why the trial was stopped before its measurement ended (it could be neither knee nor best): PRUNED
+    stopped_early: str | None = None
+    #: a drift reference re-measurement: ``{"reference": trial number, "after": measured trials}``
+    drift: dict[str, Any] | None = None
     #: everything measured: contract metrics and any other figure
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +70,8 @@ class TrialAttrs:
         "claimed",
         "spool_id",
         "spooled_from",
+        "confirm",
+        "drift",
     )
 
     @classmethod
@@ -109,6 +117,11 @@ def is_yield(trial: Any) -> bool:
     return "yielded" in trial.user_attrs
 
 
+def is_extra(trial: Any) -> bool:
+    """A confirmation or drift re-measurement, added after (or between) the search's own trials."""
+    return "confirm" in trial.user_attrs or "drift" in trial.user_attrs
+
+
 def failure_of(trial: Any) -> dict[str, Any]:
     """The recorded failure (empty when none)."""
     return dict(trial.user_attrs.get("failure") or {})
@@ -117,10 +130,16 @@ def failure_of(trial: Any) -> dict[str, Any]:
 def is_measured(trial: Any) -> bool:
     """A trial that spent a measurement: complete (not a reused duplicate) or failed with a reason.
 
-    Not measured: interrupted (Ctrl-C), spooled (its result was recorded as another trial), or died
-    (the worker was killed: Optuna re-queues the config and the retry is the measurement).
+    A trial stopped early (PRUNED, ``stopped_early``) spent its measurement too. Not measured: interrupted
+    (Ctrl-C), spooled (its result was recorded as another trial), or died (the worker was killed: Optuna
+    re-queues the config and the retry is the measurement). Confirmation and drift re-measurements
+    (:func:`is_extra`) are not the search's: they never spend its budget.
     """
+    if is_extra(trial):
+        return False
     state = _state(trial)
+    if state == "PRUNED":
+        return bool(trial.user_attrs.get("stopped_early"))
     if state == "COMPLETE":
         return not is_duplicate(trial)
     if state == "FAIL":

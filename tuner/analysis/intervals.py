@@ -10,11 +10,12 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy import stats
+from typing import Any
 
 #: the confidence of every interval tuner reports
 CONFIDENCE = 0.95
@@ -43,9 +44,19 @@ class Interval:
         return self.half_width / abs(self.mean) if self.mean else math.inf
 
 
+@functools.cache
+def _student_t() -> Any:
+    """scipy's Student-t distribution, imported on first use; scipy adds warning filters when it is
+    imported, and importing tuner must not change process-wide state, so they are put back."""
+    with warnings.catch_warnings():
+        from scipy import stats
+
+    return stats.t
+
+
 def t_quantile(confidence: float, dof: int) -> float:
     """The two-sided Student-t quantile: ``P(|T| <= q) = confidence`` for ``dof`` degrees of freedom."""
-    return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
+    return float(_student_t().ppf(0.5 + confidence / 2.0, dof))
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
@@ -88,3 +99,21 @@ def windows_interval(window_qps: Sequence[float], confidence: float = CONFIDENCE
     interval = t_interval(batch_means(xs), confidence)
     window_cv = t_interval(xs, confidence).cv if len(xs) > 1 else math.nan
     return Interval(interval.mean, interval.low, interval.high, window_cv, len(xs), confidence)
+
+
+def t_probability_at_least(values: Sequence[float], bound: float) -> float:
+    """One-sided Student-t confidence that the mean of independent samples is at least ``bound``.
+
+    ``F((mean - bound) / (sd / sqrt(n)))`` with ``F`` the t distribution function for ``n - 1`` degrees
+    of freedom: the largest confidence at which the one-sided lower bound of the mean is still ``>= bound``.
+    With no spread it is 1 when ``mean >= bound`` and 0 otherwise; NaN for fewer than two finite samples.
+    """
+    xs = [float(v) for v in values if math.isfinite(float(v))]
+    n = len(xs)
+    if n < 2:
+        return math.nan
+    mean = math.fsum(xs) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    if sd == 0.0:
+        return 1.0 if mean >= bound else 0.0
+    return float(_student_t().cdf((mean - bound) / (sd / math.sqrt(n)), n - 1))

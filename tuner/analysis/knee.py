@@ -7,9 +7,10 @@ Pure functions over plain frozen records; no I/O. Definitions (``DESIGN.md``, "T
 * **plateau**: the best feasible ``qps`` -- estimated noise-aware, see :func:`find_knee`.
 * **knee**: the cheapest feasible configuration whose ``qps >= (1 - tolerance) * plateau``.
 * **confirmed**: a configuration that costs strictly more (at least as many samples in flight *and* at
-  least as many threads, more of one) was measured and did not beat the knee by more than the tolerance.
-* **confidence**: a bootstrap over the measured windows -- the fraction of resampled studies that pick
-  the same configuration.
+  least as many threads, more of one) was measured and did not beat the knee by more than the tolerance,
+  and the best configuration is not still rising at the edge of the measured range (:func:`find_knee`).
+* **confidence**: a bootstrap over the measured windows (over the repeats' qps where a trial has no
+  windows) -- the fraction of resampled studies that pick the same configuration.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tuner.text import finite_or_none, format_params
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "EDGE_AXES",
     "PLATEAU_STDERR",
     "KneeResult",
     "TrialRecord",
@@ -42,6 +44,8 @@ DEFAULT_TOLERANCE = 0.10
 PLATEAU_STDERR = 1.0
 
 _IN_FLIGHT_AXES = ("pool_size", "requests_per_sync", "batch_size")
+#: the numeric resource axes the edge rule looks at (besides every ``stages.<name>.workers``)
+EDGE_AXES = ("pool_size", "threads", "requests_per_sync", "batch_size")
 _STAGE_PREFIX = "stages."
 _STAGE_SUFFIX = ".workers"
 #: relative slack in ``qps >= threshold`` so that float rounding never flips a decision
@@ -66,7 +70,12 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class KneeResult:
-    """What :func:`find_knee` concluded. ``reason`` is one sentence a person can read."""
+    """What :func:`find_knee` concluded. ``reason`` is one sentence a person can read.
+
+    ``edge`` names, as ``(axis, value)`` pairs, the axes on which the best configuration is the costliest
+    measured one and still rising (the search should extend ``axis`` beyond ``value``); empty otherwise.
+    When it is not empty the knee is not confirmed and ``reason`` says so.
+    """
 
     tolerance: float
     plateau_qps: float | None
@@ -75,6 +84,7 @@ class KneeResult:
     confirmed: bool
     confidence: float | None
     reason: str
+    edge: tuple[tuple[str, Any], ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------- cost
@@ -135,13 +145,30 @@ def _costs_more(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
 # ------------------------------------------------------------------------------------------ merging
 
 
-
-
-def _windows(metrics: Mapping[str, Any]) -> list[float]:
-    raw = metrics.get("window_qps")
+def _numbers(metrics: Mapping[str, Any], name: str) -> list[float]:
+    raw = metrics.get(name)
     if not isinstance(raw, Iterable) or isinstance(raw, (str, bytes, Mapping)):
         return []
     return [w for w in (finite_or_none(v) for v in raw) if w is not None]
+
+
+def _windows(metrics: Mapping[str, Any]) -> list[float]:
+    return _numbers(metrics, "window_qps")
+
+
+def _units(record: TrialRecord, repeated: bool) -> list[float]:
+    """What the bootstrap resamples for one trial: its windows (two or more), else its repeats' qps
+    (``qps_runs``, two or more), else -- when its configuration was measured in several trials -- its one
+    window or its qps as one unit; else nothing (one number bounds nothing)."""
+    windows = _windows(record.metrics)
+    if len(windows) >= 2:
+        return windows
+    runs = _numbers(record.metrics, "qps_runs")
+    if len(runs) >= 2:
+        return runs
+    if repeated:
+        return windows or [float(record.metrics["qps"])]
+    return []
 
 
 def _freeze(value: Any) -> Any:
@@ -237,9 +264,7 @@ def _configs(trials: Iterable[TrialRecord]) -> list[_Config]:
         qps = sum(float(r.metrics["qps"]) for r in group) / len(group)
         units: list[float] = []
         for r in group:
-            windows = _windows(r.metrics)
-            # a repeat without windows still contributes its qps as one unit when others exist
-            units.extend(windows if windows else ([float(r.metrics["qps"])] if len(group) > 1 else []))
+            units.extend(_units(r, len(group) > 1))
         arr = np.asarray(units, dtype=float)
         # ufuncs called directly: the same arithmetic as arr.mean() / arr.std(ddof=1), without their
         # per-call overhead (it dominates on studies with thousands of configurations)
@@ -262,6 +287,64 @@ def _choose(qps: np.ndarray, stderr: np.ndarray, tolerance: float) -> tuple[np.n
     # the column that sets the plateau always passes, so every row has a knee
     knee = (qps >= threshold[:, None]).argmax(axis=1)
     return plateau, knee
+
+
+def _edge_axes(params: Mapping[str, Any]) -> list[str]:
+    """The numeric resource axes among ``params``, sorted by name."""
+    names = [
+        name
+        for name in params
+        if name in EDGE_AXES or (name.startswith(_STAGE_PREFIX) and name.endswith(_STAGE_SUFFIX))
+    ]
+    return sorted(name for name in names if finite_or_none(params[name]) is not None)
+
+
+def _without(params: Mapping[str, Any], axis: str) -> tuple[tuple[str, Any], ...]:
+    return _params_key({k: v for k, v in params.items() if k != axis})
+
+
+def _edge(
+    trials: Sequence[TrialRecord],
+    configs: Sequence[_Config],
+    best: _Config,
+    knee: _Config,
+    plateau: float,
+    tolerance: float,
+) -> tuple[tuple[str, Any], ...]:
+    """The axes on which ``best`` is still rising at the edge of the measured range (see :func:`find_knee`)."""
+    out = []
+    for axis in _edge_axes(best.record.params):
+        value = finite_or_none(best.record.params[axis])
+        assert value is not None
+        measured = [finite_or_none(c.record.params.get(axis)) for c in configs]
+        if value < max(v for v in measured if v is not None):
+            continue
+        rest = _without(best.record.params, axis)
+        # a larger value that was tried and broke a constraint is a hard edge: nothing to extend
+        if any(
+            not t.feasible
+            and (v := finite_or_none(t.params.get(axis))) is not None
+            and v > value
+            and _without(t.params, axis) == rest
+            for t in trials
+        ):
+            continue
+        lower = [
+            (v, c)
+            for v, c in zip(measured, configs, strict=True)
+            if v is not None and v < value and _without(c.record.params, axis) == rest
+        ]
+        if not lower:
+            continue
+        below = max(lower, key=lambda vc: vc[0])[1]
+        gain = best.qps / below.qps - 1.0 if below.qps > 0 else math.inf
+        if not gain > tolerance / 2.0:
+            continue
+        # the knee is at risk if it is the best itself, or if one more step with the same gain would lift
+        # the threshold above it
+        if knee is best or knee.qps < (1.0 - tolerance) * plateau * (1.0 + gain) * (1.0 - _EPS):
+            out.append((axis, best.record.params[axis]))
+    return tuple(out)
 
 
 def _describe(params: Mapping[str, Any]) -> str:
@@ -303,11 +386,30 @@ def find_knee(
     ``knee_qps >= (1 - tolerance) * (qps_c - se_c)`` -- i.e. it did not beat the knee by more than the
     tolerance. Without one, the search has not shown saturation yet.
 
+    **The edge rule.** A costlier configuration on one axis does not show saturation on another. So the
+    knee is not confirmed either when the best configuration is still rising at the edge of the measured
+    range: on some numeric resource axis (:data:`EDGE_AXES`, ``stages.<name>.workers``) the best's value is
+    the largest measured value among the feasible configurations, the measured configuration one step
+    lower on that axis (the largest smaller value, every other parameter equal) exists, and
+
+    * the last step gained more than half the tolerance: ``gain = qps_best / qps_below - 1 > tolerance / 2``,
+    * and that can move the knee: the knee is the best itself, or one more step with the same gain would
+      lift the threshold above the knee, ``qps_knee < (1 - tolerance) * plateau * (1 + gain)``.
+
+    (The second condition keeps a knee whose margin over the threshold already absorbs another such step:
+    the Ascend JPEG decode table, 3 -> 4 threads gaining 5.3 %, keeps its confirmed knee at 3 threads.)
+    A larger value on that axis (every other parameter equal) that was tried and was infeasible makes the
+    edge a hard one, and the rule does not apply. ``edge`` lists the axes with the best's value;
+    ``reason`` reads "still rising at the edge of the range: extend AXIS beyond VALUE" (after the
+    "saturation not reached yet" sentence when no costlier configuration was measured either).
+
     **Confidence.** ``bootstrap`` replicates: in each, every configuration's windows are resampled with
-    replacement (a configuration without windows keeps its qps) and their mean, re-centred on the
-    configuration's qps, replaces its qps; the knee is chosen again. The confidence is the fraction of
-    replicates that pick the same configuration. It is ``None`` when there is nothing to resample (no
-    windows anywhere) or ``bootstrap`` is 0. Deterministic for a given ``seed``.
+    replacement (where a trial has fewer than two windows, its repeats' ``qps_runs``; a configuration
+    with neither keeps its qps) and their mean, re-centred on the configuration's qps, replaces its qps;
+    the knee is chosen again. The confidence is the fraction of replicates that pick the same
+    configuration. It is ``None`` when there is nothing to resample (no windows or repeats anywhere) or
+    ``bootstrap`` is 0. Deterministic for a given ``seed``. The repeats' spread also sets the standard
+    error of the plateau for such a trial, as repeats of a configuration in separate trials do.
     """
     if not 0.0 <= tolerance < 1.0:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
@@ -341,9 +443,16 @@ def find_knee(
         _, picks = _choose(replicas, stderr, tolerance)
         confidence = float(np.mean(picks == k))
 
+    edge = _edge(trials, configs, best, knee, plateau_qps, tolerance)
+
     pct = f"{tolerance:.0%}" if round(tolerance * 100, 6).is_integer() else f"{tolerance:.1%}"
     where = _describe(knee.record.params)
-    if costlier:
+    rising = "still rising at the edge of the range: extend " + " and ".join(
+        f"{axis} beyond {value}" for axis, value in edge
+    )
+    if edge and costlier:
+        reason = rising
+    elif costlier:
         n = len(costlier)
         reason = (
             f"saturation reached: {where} gives {knee.qps:.4g} qps, within {pct} of the "
@@ -355,12 +464,15 @@ def find_knee(
             f"saturation not reached yet: no costlier configuration was measured beyond {where} "
             f"({knee.qps:.4g} qps, the cheapest within {pct} of the {plateau_qps:.4g} qps plateau)"
         )
+        if edge:
+            reason += f"; {rising}"
     return KneeResult(
         tolerance=tolerance,
         plateau_qps=plateau_qps,
         best=best.record,
         knee=knee.record,
-        confirmed=bool(costlier),
+        confirmed=bool(costlier) and not edge,
         confidence=confidence,
         reason=reason,
+        edge=edge,
     )

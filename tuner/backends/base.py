@@ -22,6 +22,16 @@ Contract (every implementation runs ``tests/test_backend_contract.py``):
 * ``Instance.applied_options()`` reports what the runtime actually applied/resolved (not only what
   was asked); ``Backend.versions()`` reports runtime versions for the platform fingerprint.
 * ``Instance.close()`` releases the runtime; it is called once, even after an error.
+* ``Backend.host_threads(pool_size=, threads=, requests_per_sync=, options=, usable_cores=)`` (a
+  classmethod, nothing loaded) says how many host threads a pool of its instances keeps computing at
+  once, or None when they wait on a device (an NPU, a GPU, a modelled twin): the oversubscription rule
+  prunes a config whose count exceeds the usable cores (unless ``study.allow_oversubscription``). The
+  default is ``pool_size x threads`` when ``cpu_bound`` (the class attribute, True by default) and None
+  when not, so a plugin that only sets ``cpu_bound = False`` is device-bound. Override it where the
+  runtime spends host threads differently (ONNX Runtime's inter-op pool; OpenVINO's CPU plugin, which
+  caps its threads at the cores), and :meth:`Backend.host_threads_origin` with it: the few words a pruned
+  config's reason gives for the count (``"pool_size 2 x threads 2 on onnxruntime"``). ``options`` are the
+  raw fixed and searched backend options of the config; ``usable_cores`` the cores this process may use.
 """
 
 from __future__ import annotations
@@ -113,7 +123,7 @@ class Backend(ABC):
     options_model: ClassVar[type[BaseModel]] = NoOptions
     #: whether this backend needs a model file (``sim`` does not)
     needs_model: ClassVar[bool] = True
-    #: whether its instances compute on host cores (then pool_size x threads > cores is oversubscription)
+    #: whether its instances compute on host cores; the default :meth:`host_threads` reads it (False: None)
     cpu_bound: ClassVar[bool] = True
 
     def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
@@ -139,6 +149,45 @@ class Backend(ABC):
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(cls.options_model.model_fields)
+
+    @classmethod
+    def host_threads(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> int | None:
+        """Host threads a pool of ``pool_size`` instances keeps computing at once; None: device-bound.
+
+        Default: ``pool_size x threads`` for a ``cpu_bound`` backend (each instance computes on its
+        ``threads``; the requests in flight share them), None otherwise.
+        """
+        return pool_size * threads if cls.cpu_bound else None
+
+    @classmethod
+    def host_threads_origin(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> str:
+        """Where :meth:`host_threads`' count comes from, in a few words, for a pruned config's reason."""
+        count = cls.host_threads(
+            pool_size=pool_size,
+            threads=threads,
+            requests_per_sync=requests_per_sync,
+            options=options,
+            usable_cores=usable_cores,
+        )
+        if count == pool_size * threads:
+            return f"pool_size {pool_size} x threads {threads} on {cls.name}"
+        return f"{cls.name}'s count for pool_size {pool_size}, threads {threads}, requests_per_sync {requests_per_sync}"
 
     @abstractmethod
     def open(self, config: RuntimeConfig) -> Instance:

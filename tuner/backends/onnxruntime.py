@@ -5,10 +5,22 @@ Axes: ``threads`` -> ``intra_op_num_threads``; ``batch_size`` -> the model's dyn
 threads: ``run`` releases the GIL and is thread-safe; ``run_async`` needs an intra-op pool of 2+ threads,
 so it cannot serve ``threads=1``). Options, fixed or searchable: ``inter_op_threads``,
 ``execution_mode``, ``graph_optimization_level``, ``allow_spinning``, ``thread_affinity``, ``provider``.
+
+Host threads (the oversubscription rule, :meth:`OnnxRuntimeBackend.host_threads`): a session computes on
+its intra-op pool, ``intra_op_num_threads = threads`` of them counting the thread that calls ``run`` (ORT
+starts ``threads - 1`` pool threads and the caller joins in). In ``execution_mode: parallel`` ORT adds an
+inter-op pool that runs up to ``inter_op_threads`` independent nodes at once, each on its own thread, and
+each of those threads joins the intra-op pool for the node's parallel loops: up to ``threads - 1 +
+inter_op_threads`` busy threads (``inter_op_threads: 0`` lets ORT size that pool to the physical cores). In
+sequential mode ORT ignores ``inter_op_threads``. A pool is ``pool_size`` such sessions. Not counted: the
+``requests_per_sync - 1`` further ``run`` callers of a session (they share its intra-op pool; the search
+measures whether more requests in flight pay). A provider that is not a CPU one (CUDA, TensorRT, ...)
+computes on its device: no host-thread count (None).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +54,26 @@ class OrtOptions(BaseModel):
         None, description="session.intra_op_thread_affinities, e.g. '1;2' (threads - 1 groups)"
     )
     provider: str = "CPUExecutionProvider"
+
+
+#: execution providers that compute on the host's cores (any other one is a device: no host-thread count)
+CPU_PROVIDERS = frozenset(
+    {"CPUExecutionProvider", "DnnlExecutionProvider", "XnnpackExecutionProvider", "ACLExecutionProvider"}
+)
+
+
+def _session_threads(opts: OrtOptions, threads: int) -> tuple[int, str]:
+    """Busy threads of one session and how they add up (see the module docstring)."""
+    if opts.execution_mode != "parallel":
+        return threads, f"threads {threads}"
+    inter, named = opts.inter_op_threads, f"inter_op_threads {opts.inter_op_threads}"
+    if inter == 0:
+        import psutil
+
+        inter = psutil.cpu_count(logical=False) or 1
+        named = f"inter_op_threads {inter} (ORT's default: the physical cores)"
+    inter = max(1, inter)
+    return threads - 1 + inter, f"(threads {threads} - 1 + {named}, execution_mode parallel)"
 
 
 class OrtInstance(Instance):
@@ -145,6 +177,37 @@ class OnnxRuntimeBackend(Backend):
         for meta in session.get_inputs():
             _concrete_shape(meta.name, list(meta.shape), config.batch_size)
         return instance
+
+    @classmethod
+    def host_threads(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> int | None:
+        """``pool_size`` x a session's busy threads: ``threads``, plus ``inter_op_threads - 1`` when parallel."""
+        opts: OrtOptions = cls.validate_options(options)  # type: ignore[assignment]
+        if opts.provider not in CPU_PROVIDERS:
+            return None
+        return pool_size * _session_threads(opts, threads)[0]
+
+    @classmethod
+    def host_threads_origin(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> str:
+        opts: OrtOptions = cls.validate_options(options)  # type: ignore[assignment]
+        if opts.provider not in CPU_PROVIDERS:
+            return f"{opts.provider} computes on its device"
+        return f"pool_size {pool_size} x {_session_threads(opts, threads)[1]} on {cls.name}"
 
     def versions(self) -> dict[str, str]:
         import onnxruntime as ort

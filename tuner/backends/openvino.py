@@ -13,7 +13,8 @@ How the axes map
   in flight): see the README ("OpenVINO") for the figures behind the default.
 * ``threads`` -> ``INFERENCE_NUM_THREADS``, *per stream*: a compiled model gets ``threads x its streams``
   (streams mode: ``threads x pool_size``; instances mode: ``threads``), so ``pool_size x threads`` is the
-  number of cores the pool asks for in both modes, as for ONNX Runtime.
+  number of cores the pool asks for in both modes, as for ONNX Runtime. What the CPU plugin *runs* is
+  less when that is more than the cores (see "Host threads").
 * ``requests_per_sync`` -> infer requests in flight per instance: each instance owns an ``AsyncInferQueue``
   of that many jobs, :meth:`OvInstance.submit` is ``start_async`` on it (native, no driver threads).
 * ``batch_size`` -> the model is reshaped to ``[batch, ...]`` before compiling (dim 0 is the batch).
@@ -29,6 +30,19 @@ Every trial records what the device *resolved*, read back from the compiled mode
 ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``, ``INFERENCE_PRECISION_HINT``, ``INFERENCE_NUM_THREADS``,
 ``PERFORMANCE_HINT``, ``ENABLE_CPU_PINNING``, ``EXECUTION_DEVICES``) and the precisions the compute
 layers of the runtime graph really execute in (``executed_precisions``).
+
+Host threads (the oversubscription rule, :meth:`OpenVinoBackend.host_threads`)
+------------------------------------------------------------------------------
+The CPU plugin caps a compiled model's threads at the cores the process may use, and its streams at its
+threads: read back on a 2-core box, ``NUM_STREAMS 2`` + ``INFERENCE_NUM_THREADS 4`` (pool 2 x threads 2)
+resolves to 2 streams x 1 thread, exactly ``benchmark_app -nstreams 2 -nthreads 2`` (whose ``-nthreads``
+is the total), and 8 streams x 1 thread to the same 2 x 1. So one compiled model computes on
+``min(INFERENCE_NUM_THREADS, usable cores)`` threads, whatever was asked: streams mode (one compiled model)
+never oversubscribes the host; instances mode runs ``pool_size`` compiled models, each with its own
+threads on the same cores: ``pool_size x min(INFERENCE_NUM_THREADS, cores)``. ``INFERENCE_NUM_THREADS``
+is what :meth:`OpenVinoBackend.compile_config` sets (``threads x`` the streams budget, or ``config``'s own
+value; 0 means all cores). The pool workers and the ``AsyncInferQueue`` callbacks only wait. A device
+other than the CPU (GPU, NPU, or a virtual device whose list has no CPU) computes there: None.
 """
 
 from __future__ import annotations
@@ -82,6 +96,70 @@ class OpenVinoOptions(BaseModel):
     enable_cpu_pinning: bool | None = Field(None, description="ENABLE_CPU_PINNING (None: device default)")
     config: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="further compile properties, passed verbatim"
+    )
+
+
+def compile_properties(opts: OpenVinoOptions, *, threads: int, pool_size: int) -> tuple[dict[str, Any], int | None]:
+    """The compile properties of one compiled model, and the NUM_STREAMS asked (None: the device's)."""
+    streams_mode = opts.pool_mode == "streams"
+    if opts.num_streams is not None:
+        streams: int | None = opts.num_streams
+    elif opts.performance_hint == "none":
+        streams = pool_size if streams_mode else 1
+    else:
+        streams = None  # the hint decides
+    props: dict[str, Any] = {}
+    if opts.performance_hint != "none":
+        props["PERFORMANCE_HINT"] = opts.performance_hint.upper()
+    if streams is not None:
+        props["NUM_STREAMS"] = streams
+    budget = streams if streams is not None else (pool_size if streams_mode else 1)
+    props["INFERENCE_NUM_THREADS"] = threads * budget
+    if opts.inference_precision != "auto":
+        props["INFERENCE_PRECISION_HINT"] = opts.inference_precision
+    if opts.enable_cpu_pinning is not None:
+        props["ENABLE_CPU_PINNING"] = opts.enable_cpu_pinning
+    props.update(opts.config)
+    return props, streams
+
+
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def computes_on_cpu(device: str) -> bool:
+    """Whether ``device`` runs on the host CPU: ``CPU``, or a virtual device listing it (bare ``AUTO`` may pick it)."""
+    base, _, listed = device.partition(":")
+    base = base.split(".", 1)[0].upper()
+    if base not in _VIRTUAL_DEVICES:
+        return base == "CPU"
+    names = [d.split(".", 1)[0].split("(", 1)[0].strip().upper() for d in listed.split(",") if d.strip()]
+    return "CPU" in names if names else base in ("AUTO", "MULTI")
+
+
+def _demand(opts: OpenVinoOptions, pool_size: int, threads: int, cores: int) -> tuple[int, str] | None:
+    """Host threads of a pool and how they add up; None when the device is not the CPU."""
+    if not computes_on_cpu(opts.device):
+        return None
+    props, _streams = compile_properties(opts, threads=threads, pool_size=pool_size)
+    try:
+        asked = int(props["INFERENCE_NUM_THREADS"])
+    except (TypeError, ValueError):
+        raise BackendError(
+            f"backend 'openvino': config INFERENCE_NUM_THREADS = {props['INFERENCE_NUM_THREADS']!r}: expected a number"
+        ) from None
+    per_model = cores if asked <= 0 else min(asked, cores)
+    capped = f", capped by the CPU plugin at {cores} usable cores" if asked > cores else ""
+    if asked <= 0:
+        asked_text = f"0 (all {cores} usable cores)"
+    elif "INFERENCE_NUM_THREADS" in opts.config:
+        asked_text = f"{asked} (from config)"
+    else:
+        asked_text = f"{asked} = threads {threads} x streams {asked // max(1, threads)}"
+    if opts.pool_mode == "streams":
+        return per_model, f"one compiled model, INFERENCE_NUM_THREADS {asked_text}{capped}, on openvino"
+    return (
+        pool_size * per_model,
+        f"pool_size {pool_size} compiled models x INFERENCE_NUM_THREADS {asked_text}{capped}, on openvino",
     )
 
 
@@ -280,27 +358,35 @@ class OpenVinoBackend(Backend):
 
     def compile_config(self, config: RuntimeConfig) -> tuple[dict[str, Any], int | None]:
         """The properties one compiled model gets for ``config``, and the NUM_STREAMS asked (None: device's)."""
-        opts: OpenVinoOptions = self.options  # type: ignore[assignment]
-        streams_mode = opts.pool_mode == "streams"
-        if opts.num_streams is not None:
-            streams: int | None = opts.num_streams
-        elif opts.performance_hint == "none":
-            streams = config.pool_size if streams_mode else 1
-        else:
-            streams = None  # the hint decides
-        props: dict[str, Any] = {}
-        if opts.performance_hint != "none":
-            props["PERFORMANCE_HINT"] = opts.performance_hint.upper()
-        if streams is not None:
-            props["NUM_STREAMS"] = streams
-        budget = streams if streams is not None else (config.pool_size if streams_mode else 1)
-        props["INFERENCE_NUM_THREADS"] = config.threads * budget
-        if opts.inference_precision != "auto":
-            props["INFERENCE_PRECISION_HINT"] = opts.inference_precision
-        if opts.enable_cpu_pinning is not None:
-            props["ENABLE_CPU_PINNING"] = opts.enable_cpu_pinning
-        props.update(opts.config)
-        return props, streams
+        return compile_properties(self.options, threads=config.threads, pool_size=config.pool_size)  # type: ignore[arg-type]
+
+    @classmethod
+    def host_threads(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> int | None:
+        """Compiled models x ``min(INFERENCE_NUM_THREADS, cores)``; None off the CPU (module docstring)."""
+        demand = _demand(cls.validate_options(options), pool_size, threads, usable_cores)  # type: ignore[arg-type]
+        return None if demand is None else demand[0]
+
+    @classmethod
+    def host_threads_origin(
+        cls,
+        *,
+        pool_size: int,
+        threads: int,
+        requests_per_sync: int,
+        options: Mapping[str, Any],
+        usable_cores: int,
+    ) -> str:
+        opts: OpenVinoOptions = cls.validate_options(options)  # type: ignore[assignment]
+        demand = _demand(opts, pool_size, threads, usable_cores)
+        return f"OpenVINO device {opts.device} computes there" if demand is None else demand[1]
 
     def open(self, config: RuntimeConfig) -> OvInstance:
         opts: OpenVinoOptions = self.options  # type: ignore[assignment]

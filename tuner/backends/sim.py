@@ -277,7 +277,9 @@ class SimBackend(Backend):
     name = "sim"
     options_model = SimOptions
     needs_model = False
-    cpu_bound = False  # a modelled device: its "threads" are not host cores here
+    #: a modelled device: every wait is a sleep, and its ``host_cpus`` model the twin's own host, not this
+    #: one, so no host-thread count (``host_threads`` is None) and no oversubscription rule
+    cpu_bound = False
 
     def __init__(
         self,

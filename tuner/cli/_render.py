@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from tuner.text import format_params
+from tuner.text import finite_or_none, format_params
 
 _AXES = ("pool_size", "threads", "requests_per_sync", "batch_size")
 
@@ -18,6 +19,16 @@ def num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def qps_pm(metrics: Mapping[str, Any]) -> str:
+    """``20.1 ± 0.6``: a trial's qps with the half-width of its 95 % interval (``-`` when unknown)."""
+    qps = metrics.get("qps")
+    if qps is None:
+        return "-"
+    low, high = finite_or_none(metrics.get("qps_ci_low")), finite_or_none(metrics.get("qps_ci_high"))
+    half = num((high - low) / 2.0, 2) if low is not None and high is not None else "-"
+    return f"{num(qps)} ± {half}"
 
 
 def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str] | None = None) -> Table:
@@ -41,7 +52,7 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
         table.add_row(
             str(r["number"]),
             *[num(r["params"].get(n)) for n in varying],
-            num(m.get("qps")),
+            qps_pm(m),
             num(m.get("latency_p50_ms"), 3),
             num(m.get("latency_p99_ms"), 3),
             num(m.get("peak_rss_mb"), 4),
@@ -58,14 +69,16 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
     t = report["trials"]
     console.print(
         f"[bold]{report['study']}[/]  complete {t['complete']} (reused {t.get('duplicates', 0)}), "
-        f"failed {t['failed']}, skipped {t['pruned']}",
+        f"failed {t['failed']}, skipped {t['pruned']}"
+        + (f", confirmation {t['confirmation']}" if t.get("confirmation") else "")
+        + (f", drift references {t['drift']}" if t.get("drift") else ""),
         markup=True,
     )
     best, knee = report.get("best"), report.get("knee")
     if best:
         console.print(
             f"[bold]best[/]  #{best['number']}  {format_params(best['params'])}  ->  "
-            f"{num(best['metrics'].get('qps'))} qps, p99 {num(best['metrics'].get('latency_p99_ms'))} ms",
+            f"{qps_pm(best['metrics'])} qps, p99 {num(best['metrics'].get('latency_p99_ms'))} ms",
             markup=True,
         )
     if knee:
@@ -74,13 +87,34 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         status = "[green]confirmed[/]" if knee["confirmed"] else "[yellow]not confirmed[/]"
         console.print(
             f"[bold]knee[/]  #{knee['number']}  {format_params(knee['params'])}  ->  "
-            f"{num(knee['metrics'].get('qps'))} qps  ({status}{sure})",
+            f"{qps_pm(knee['metrics'])} qps  ({status}{sure})",
             markup=True,
         )
         bottleneck = knee["metrics"].get("bottleneck")
         if bottleneck:
             console.print(f"      bottleneck stage: [bold]{bottleneck}[/]", markup=True)
     console.print(f"      {report.get('knee_reason', '')}")
+    if report.get("decided_by") == "paired rounds":
+        c = report["confirmation"]
+        console.print(
+            f"      decided from {c['rounds']} paired rounds of {len(c['configs'])} configs (ratios to "
+            f"{format_params(c['reference'], hide_ones=True)}); tie set with the best: "
+            + "; ".join(format_params(d["params"], hide_ones=True) for d in report.get("tie_set") or [])
+        )
+        table = Table(title="paired confirmation", title_justify="left")
+        for col in ("config", "qps per round", "ratio to reference (95 %)", "tie set"):
+            table.add_column(col)
+        for d in c["configs"]:
+            table.add_row(
+                format_params(d["params"], hide_ones=True),
+                ", ".join(num(q) for q in d["qps_by_round"]),
+                f"{num(d['paired_ratio'], 3)} [{num(d['paired_ratio_low'], 3)}, {num(d['paired_ratio_high'], 3)}]",
+                "yes" if d["in_tie_set"] else "",
+            )
+        console.print(table)
+    drift = report.get("drift")
+    if drift and drift.get("message"):
+        console.print(f"[yellow]drift:[/] {drift['message']}", markup=True)
     marks: dict[int, str] = {}
     if best:
         marks[best["number"]] = "best"

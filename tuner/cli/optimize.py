@@ -28,6 +28,9 @@ def optimize(
     allow_platform_mix: bool = typer.Option(
         False, "--allow-platform-mix", help="add trials to a study made on different hardware"
     ),
+    no_confirm: bool = typer.Option(
+        False, "--no-confirm", help="skip the paired confirmation round after the search (study.confirm)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the report object as JSON at the end"),
     top: int = typer.Option(10, "--top", help="rows in the top-N table"),
 ) -> None:
@@ -52,6 +55,7 @@ def optimize(
                 trials=trials,
                 timeout_s=timeout,
                 allow_platform_mix=allow_platform_mix,
+                confirm=not no_confirm,
                 on_event=progress.on_event,
             )
     except KeyboardInterrupt:
@@ -156,12 +160,25 @@ class _Progress:
             self._update(f"window {event['index']} {event['qps']:.3g} qps{' stable' if event['stable'] else ''}")
         elif name == "trial_end":
             outcome = event["outcome"]
-            if outcome.startswith("measured"):
+            if outcome.startswith("measured") or outcome == "stopped-early":
                 self.progress.advance(self.task)
             if outcome == "measured-failed":
                 err_console.print(f"  trial {event['number']} failed: {event.get('failure')}")
+            elif outcome == "stopped-early":
+                err_console.print(f"  trial {event['number']} {event.get('skip_reason')}")
             elif outcome in ("skipped", "yielded"):
                 err_console.print(f"  trial {event['number']} skipped: {event.get('skip_reason')}")
+        elif name == "confirm_start":
+            err_console.print(
+                f"confirming {len(event['configs'])} configs in {event['rounds']} interleaved rounds: "
+                + "; ".join(format_params(c, hide_ones=True) for c in event["configs"])
+            )
+        elif name == "confirm_trial":
+            self.current = f"confirm round {event['round']}/{event['of']}: {format_params(event['params'])}"
+            self._update("loading")
+        elif name == "drift_reference":
+            self.current = f"drift reference after {event['after']} trials: {format_params(event['params'])}"
+            self._update("loading")
         elif name == "knee":
             self.best = f"{event['plateau_qps']:.4g}" if event.get("plateau_qps") else "-"
             knee = event.get("knee")

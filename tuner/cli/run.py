@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, parse_sets, print_json
+from tuner.cli._render import qps_pm
 from tuner.text import format_params
 
 
@@ -93,6 +95,11 @@ def _progress_text(event: dict[str, Any]) -> str:
         mark = "stable" if event.get("stable") else "not stable yet"
         return f"window {event['index']}: {event['qps']:.2f} qps ({mark})"
     if name == "repeat":
+        if event.get("auto") and "relative_half_width" in event:
+            return (
+                f"repeat {event['index']} (at most {event['of']}): qps interval ±{event['relative_half_width']:.1%} "
+                f"> target {event['target_ci']:.1%} ..."
+            )
         return f"repeat {event['index']}/{event['of']} ..."
     return str(name)
 
@@ -105,7 +112,11 @@ def _render(document: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in document["metrics"].items():
-        if isinstance(value, float):
+        if key == "qps":
+            shown = qps_pm(document["metrics"])  # with the half-width of its 95 % interval
+        elif isinstance(value, float) and not math.isfinite(value):
+            shown = "-"
+        elif isinstance(value, float):
             shown = f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
         elif isinstance(value, list):
             shown = ", ".join(f"{v:.3g}" for v in value)

@@ -14,7 +14,7 @@ class _Strict(BaseModel):
 
 
 #: keys of ``workload`` that only ``kind: command`` takes
-COMMAND_KEYS = ("command", "env", "cwd", "parse")
+COMMAND_KEYS = ("command", "env", "cwd", "parse", "host_threads")
 
 
 #: keys of ``workload`` that only ``kind: pipeline`` takes
@@ -47,6 +47,9 @@ class WorkloadSection(_Strict):
     env: dict[str, Any] = Field(default_factory=dict)
     cwd: str | None = None
     parse: Any = None  # 'json' | {metric: regex | {regex, value}}
+    # host threads the program computes on: a number or an expression of the axes ("{pool_size} * {threads}");
+    # unset: it waits on a device, no oversubscription rule (checked with its line by the command kind)
+    host_threads: Any = None
     # kind: pipeline only (see tuner.workloads.pipeline.engine and tuner.workloads.pipeline.stages)
     stages: list[Any] | None = None
     images: str | None = None
@@ -59,8 +62,35 @@ class MeasureSection(_Strict):
     stable_windows: int = Field(3, ge=1, le=1000)
     stability: float = Field(0.05, gt=0, lt=1)
     max_s: float = Field(20.0, gt=0, le=86400)
-    repeats: int = Field(1, ge=1, le=100)
+    # a count of fresh processes, or "auto": measure again until the qps interval is within target_ci
+    repeats: int | Literal["auto"] = 1
+    max_repeats: int = Field(5, ge=2, le=100)  # repeats: auto measures at most this many times
+    target_ci: float = Field(0.03, gt=0, lt=1)  # repeats: auto stops once the half-width / qps is at most this
     min_window_requests: int = Field(4, ge=1, le=100000)
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _repeats(cls, value: Any) -> Any:
+        if value == "auto" and isinstance(value, str):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number of runs from 1 to 100, or auto")
+        if not 1 <= value <= 100:
+            raise ValueError("expected a whole number of runs from 1 to 100, or auto")
+        return value
+
+    @property
+    def auto_repeats(self) -> bool:
+        return self.repeats == "auto"
+
+    def child_settings(self) -> dict[str, Any]:
+        """The steady-state settings one run measures with (the repeat keys are the parent's)."""
+        return self.model_dump(exclude={"repeats", "max_repeats", "target_ci"})
+
+    @property
+    def max_runs(self) -> int:
+        """The most runs one configuration can take: ``max_repeats`` with auto, else ``repeats``."""
+        return self.max_repeats if self.repeats == "auto" else int(self.repeats)
 
     @model_validator(mode="after")
     def _fits(self) -> MeasureSection:
@@ -73,6 +103,19 @@ class MeasureSection(_Strict):
 
 class KneeSection(_Strict):
     tolerance: float = Field(0.10, gt=0, lt=1)
+
+
+class ConfirmSection(_Strict):
+    """``study.confirm``: the paired confirmation round after the search (``rounds: 0`` skips it)."""
+
+    rounds: int = Field(3, ge=0, le=100)
+    max_configs: int = Field(3, ge=2, le=20)
+
+
+class DriftSection(_Strict):
+    """``study.drift``: re-measure a reference config every ``every`` measured trials (0: never)."""
+
+    every: int = Field(8, ge=0, le=100_000)
 
 
 class StudySection(_Strict):
@@ -88,6 +131,8 @@ class StudySection(_Strict):
     memory_limit_mb: float | None = Field(None, gt=0)
     heartbeat_s: int = Field(10, ge=1, le=3600)
     heartbeat_grace_s: int = Field(60, ge=2, le=86400)
+    confirm: ConfirmSection = Field(default_factory=ConfirmSection)
+    drift: DriftSection = Field(default_factory=DriftSection)
 
     @model_validator(mode="after")
     def _grace(self) -> StudySection:

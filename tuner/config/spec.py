@@ -167,6 +167,13 @@ def _with_hash(spec: Spec) -> Spec:
     kind_keys = set(COMMAND_KEYS) | set(PIPELINE_KEYS)
     for key in kind_keys - spec.model.workload.model_fields_set:
         content["workload"].pop(key, None)
+    # workload.host_threads decides which configs the rules prune (like study.allow_oversubscription), not
+    # what a trial measures: declaring it resumes the same study
+    content["workload"].pop("host_threads", None)
+    # the keys of repeats: auto change nothing otherwise (studies made before they existed resume)
+    if not spec.model.measure.auto_repeats:
+        for key in ("max_repeats", "target_ci"):
+            content["measure"].pop(key, None)
     content["name"] = spec.name
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Spec(**{**spec.__dict__, "spec_hash": digest})

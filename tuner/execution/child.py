@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psutil
@@ -40,8 +40,13 @@ def run_job(
     poll_s: float = 0.1,
     python: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> TrialResult:
-    """Run ``job`` in a ``python -m tuner.execution.worker`` child; always returns a :class:`TrialResult`."""
+    """Run ``job`` in a ``python -m tuner.execution.worker`` child; always returns a :class:`TrialResult`.
+
+    ``should_stop`` (asked while the child runs, see :func:`~tuner.measurement.process.run_process`) stops a
+    trial early: the result is a ``stopped`` failure with the reason and the windows seen so far.
+    """
     sink = on_event or (lambda _e: None)
     params = dict(job.get("params", {}))
     env = dict(os.environ)
@@ -71,6 +76,7 @@ def run_job(
         env=env,
         stdin_data=json.dumps(job).encode(),
         on_stdout_line=on_line,
+        should_stop=should_stop,
     )
     wall_s = outcome.wall_s
     stderr_tail = outcome.tail()
@@ -87,7 +93,11 @@ def run_job(
     elif code != 0 or result_event is None:
         failure = exit_failure(code, stderr_tail)
     if failure is not None:
-        return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=_partial(outcome))
+        partial = _partial(outcome)
+        windows = [float(e["qps"]) for e in events if e.get("event") == "window" and "qps" in e]
+        if windows:
+            partial["window_qps"] = windows
+        return TrialResult(params=params, failure=failure, wall_s=wall_s, metrics=partial)
 
     assert result_event is not None
     metrics = dict(result_event.get("metrics", {}))

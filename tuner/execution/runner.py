@@ -7,14 +7,22 @@ by :func:`tuner.execution.child.run_job`; any other kind's own ``run`` launches 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tuner.config.spec import Spec
 from tuner.errors import SpecError
 from tuner.execution.child import run_job
-from tuner.measurement.result import EventSink, TrialResult, aggregate_repeats
+from tuner.measurement.result import (
+    EventSink,
+    TrialResult,
+    aggregate_repeats,
+    current_interval,
+    relative_half_width,
+    wants_another_run,
+)
 from tuner.workloads.registry import get_kind
 
 
@@ -47,24 +55,43 @@ def measure_config(
     params: Mapping[str, Any],
     *,
     model_path: Path | None = None,
-    repeats: int | None = None,
+    repeats: int | Literal["auto"] | None = None,
     timeout_s: float | None = None,
     on_event: EventSink | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> TrialResult:
-    """Measure ``params`` ``repeats`` times, each in a fresh child; the median repeat with its spread."""
+    """Measure ``params`` ``repeats`` times, each in a fresh child; the median repeat with its spread.
+
+    ``repeats`` (default ``measure.repeats``) is a count, or ``"auto"``: measure once, then again while the
+    qps interval is wider than ``measure.target_ci`` and fewer than ``measure.max_repeats`` runs were made
+    (:func:`~tuner.measurement.result.wants_another_run`). An auto result always carries ``qps_runs``.
+    A failed run is the result (the runs after it are not made). ``should_stop`` is handed to a worker-child
+    run (:func:`~tuner.execution.child.run_job`): a reason stops it as a ``stopped`` failure; a kind that runs
+    itself is not asked.
+    """
     repeats = repeats or spec.measure.repeats
-    if repeats < 1:
-        raise SpecError(f"repeats must be >= 1, got {repeats}")
+    auto = repeats == "auto"
+    if not auto and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+        raise SpecError(f"repeats must be an integer >= 1 or 'auto', got {repeats!r}")
+    most = spec.measure.max_repeats if auto else int(repeats)
     if model_path is None:
         model_path = resolve_model_path(spec)
     job = build_job(spec, params, model_path)
     kind = get_kind(spec.workload.kind)()
     # a kind that runs in the worker child is started here (its run_in_child runs there); others run themselves
-    run = run_job if kind.runs_in_worker else kind.run
+    if kind.runs_in_worker:
+        run: Callable[..., TrialResult] = partial(run_job, should_stop=should_stop)
+    else:
+        run = kind.run
     results: list[TrialResult] = []
-    for i in range(repeats):
+    while True:
         if on_event:
-            on_event({"event": "repeat", "index": i + 1, "of": repeats})
+            event: dict[str, Any] = {"event": "repeat", "index": len(results) + 1, "of": most}
+            if auto:
+                event.update(auto=True, target_ci=spec.measure.target_ci)
+                if results:
+                    event["relative_half_width"] = relative_half_width(current_interval(results))
+            on_event(event)
         result = run(
             job,
             timeout_s=timeout_s or spec.study.trial_timeout_s,
@@ -74,4 +101,8 @@ def measure_config(
         results.append(result)
         if not result.ok:
             return result
-    return aggregate_repeats(results) if repeats > 1 else results[0]
+        if auto:
+            if not wants_another_run(results, target_ci=spec.measure.target_ci, max_runs=most):
+                return aggregate_repeats(results)
+        elif len(results) >= most:
+            return aggregate_repeats(results) if most > 1 else results[0]

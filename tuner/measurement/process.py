@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import psutil
 
-FailureKind = Literal["crash", "signal", "timeout", "oom", "error", "no-result", "interrupted"]
+FailureKind = Literal["crash", "signal", "timeout", "oom", "error", "no-result", "interrupted", "stopped"]
 
 STDERR_TAIL_LINES = 20
 #: how often the watcher looks for new descendants (seconds)
@@ -135,6 +135,7 @@ def run_process(
     stdin_data: bytes | None = None,
     on_stdout_line: LineSink | None = None,
     merge_output: bool = False,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell) in a new session and watch its whole process tree.
 
@@ -144,6 +145,8 @@ def run_process(
     line by line on a thread (``on_stdout_line(line, watcher)``) and stderr is captured; with
     ``merge_output`` stdout and stderr go to one capture, in the order the program wrote them. Never
     raises for the child's behaviour: a program that cannot be started comes back as an ``error``.
+    ``should_stop`` is asked at every poll: a reason (not None) kills the tree and comes back as a
+    ``stopped`` failure carrying that reason (a trial stopped early because it cannot win).
     """
     env_map = dict(os.environ if env is None else env)
     env_map.setdefault("PYTHONUNBUFFERED", "1")
@@ -212,6 +215,11 @@ def run_process(
             if elapsed > timeout_s:
                 _kill_tree(proc, watcher)
                 failure = Failure("timeout", f"timed out after {timeout_s:g} s (trial_timeout_s)")
+                break
+            reason = should_stop() if should_stop is not None else None
+            if reason:
+                _kill_tree(proc, watcher)
+                failure = Failure("stopped", reason)
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:

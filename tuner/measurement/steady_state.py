@@ -11,6 +11,10 @@ before it. With 15 slow requests per window, counting whole requests per clock w
 ``completed requests x batch / measured seconds`` where the measured part runs from the last completion
 before measurement starts to the last completion of the last window, so it is anchored the same way.
 Each window only looks at the completions new since the last one (no re-sorting of the whole run).
+
+The result carries the 95 % confidence interval of ``qps`` (``qps_ci_low``, ``qps_ci_high``) and the windows'
+coefficient of variation (``qps_cv``): Student-t over batch means of the windows
+(:func:`tuner.analysis.intervals.windows_interval`), its half-width centred on ``qps``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from tuner.measurement.result import interval_metrics, run_interval
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -178,13 +184,16 @@ def measure_steady_state(
     if not measured or measured_s <= 0:
         raise MeasurementError(f"no request completed in the measured part (max_s = {settings.max_s} s)")
     requests = len(measured)
+    qps = requests * source.batch_size / measured_s
     metrics: dict[str, Any] = {
-        "qps": requests * source.batch_size / measured_s,
+        "qps": qps,
         "rps": requests / measured_s,
         **latency_metrics([lat for _, lat in measured]),
         "measured_s": measured_s,
         "requests": requests,
         "stable": stable,
         "window_qps": window_qps,
+        # the 95 % interval of qps from the windows' batch means, centred on qps (NaN with under 2 windows)
+        **interval_metrics(run_interval(qps, window_qps)),
     }
     return metrics

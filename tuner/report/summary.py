@@ -8,11 +8,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee
+from tuner.analysis.drift import drift_series, drifted
+from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee, merge_repeats
+from tuner.analysis.paired import paired_decision
 from tuner.analysis.pareto import pareto_front
 from tuner.metrics import METRICS
+from tuner.search.space import config_key
+from tuner.study.confirm import confirmation_rounds
 from tuner.study.ledger import trial_records
-from tuner.trial_attrs import config_of, failure_of, is_duplicate
+from tuner.trial_attrs import config_of, failure_of, is_duplicate, qps_of
 
 #: metrics shown in a record (the rest stay in the storage)
 _SHOWN = (*METRICS, "qps_runs", "qps_spread")
@@ -40,10 +44,12 @@ def study_report(
     objectives = [tuple(o) for o in attrs.get("objectives", [["qps", "maximize"]])]
     records = trial_records(trials)
     knee = find_knee(records, tolerance, bootstrap=bootstrap)
-    counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "duplicates": 0}
+    counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "duplicates": 0, "confirmation": 0, "drift": 0}
     failed = []
     skipped = []
     for t in trials:
+        counts["confirmation"] += "confirm" in t.user_attrs
+        counts["drift"] += "drift" in t.user_attrs
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
             counts["duplicates"] += is_duplicate(t)
@@ -77,6 +83,25 @@ def study_report(
             "confirmed": knee.confirmed,
             "confidence": knee.confidence,
             "reason": knee.reason,
+            "extend": [{"axis": axis, "beyond": value} for axis, value in knee.edge],
+        }
+    best_doc = record_dict(knee.best) if knee.best else None
+    confirmation = _confirmation(trials, records, tolerance)
+    tie_set = [best_doc] if best_doc else []
+    decided_by = "search"
+    if confirmation is not None:
+        decided_by = "paired rounds"
+        best_doc, tie_set = confirmation.pop("best_doc"), confirmation.pop("tie_docs")
+        paired_knee = confirmation.pop("knee_doc")
+        same = knee_doc is not None and knee_doc["params"] == paired_knee["params"]
+        knee_doc = {
+            **paired_knee,
+            # saturation evidence (a costlier config measured, the edge rule) is the search's to give
+            "confirmed": bool(knee.confirmed),
+            "confidence": confirmation["knee_confidence"],
+            "reason": knee.reason,
+            "extend": knee_doc["extend"] if knee_doc else [],
+            "search_knee": None if same or knee_doc is None else knee_doc["params"],
         }
     return {
         "study": study.study_name,
@@ -87,11 +112,80 @@ def study_report(
         "tolerance": tolerance,
         "plateau_qps": knee.plateau_qps,
         "trials": counts,
-        "best": record_dict(knee.best) if knee.best else None,
+        "best": best_doc,
         "knee": knee_doc,
+        "tie_set": tie_set,
+        "decided_by": decided_by,
+        "confirmation": confirmation,
+        "drift": _drift(trials, tolerance),
         "knee_reason": knee.reason,
         "pareto": [record_dict(r) for r in front],
         "top": [record_dict(r) for r in ranked[:top]],
         "failed": failed,
         "skipped": skipped,
     }
+
+
+def _confirmation(trials: Sequence[Any], records: Sequence[TrialRecord], tolerance: float) -> dict[str, Any] | None:
+    """The latest paired confirmation session, decided (:func:`tuner.analysis.paired.paired_decision`)."""
+    rounds = confirmation_rounds(trials)
+    if rounds is None or len(rounds["configs"]) < 2:
+        return None
+    keys = list(range(len(rounds["configs"])))
+    params = dict(zip(keys, rounds["configs"], strict=True))
+    try:
+        decision = paired_decision(dict(zip(keys, rounds["qps_by_round"], strict=True)), params, tolerance)
+    except ValueError:
+        return None
+    merged = {config_key(r.params): r for r in merge_repeats(records)}
+
+    def doc(k: int) -> dict[str, Any]:
+        record = merged.get(config_key(params[k]))
+        base = record_dict(record) if record is not None else {"number": None, "params": params[k], "metrics": {}}
+        ratio = decision.ratios[k]
+        return {**base, "paired_ratio": ratio.mean, "paired_ratio_low": ratio.low, "paired_ratio_high": ratio.high}
+
+    return {
+        "session": rounds["session"],
+        "rounds": len(rounds["qps_by_round"][0]),
+        "trials": rounds["trials"],
+        "reference": params[decision.reference],
+        "knee_confidence": decision.knee_confidence,
+        "configs": [
+            {**doc(k), "qps_by_round": rounds["qps_by_round"][k], "in_tie_set": k in decision.tie_set} for k in keys
+        ],
+        "knee_doc": doc(decision.knee),
+        "best_doc": doc(decision.best),
+        "tie_docs": [doc(k) for k in decision.tie_set],
+    }
+
+
+def _drift(trials: Sequence[Any], tolerance: float) -> dict[str, Any] | None:
+    """The reference config's measurements across the study, and whether the machine drifted."""
+    refs = [t for t in trials if isinstance(t.user_attrs.get("drift"), dict)]
+    if not refs:
+        return None
+    number = int(refs[0].user_attrs["drift"]["reference"])
+    by_number = {t.number: t for t in trials}
+    points = [(t.number, qps_of(t)) for t in [by_number.get(number), *refs] if t is not None]
+    usable = [(n, q) for n, q in points if q is not None and q > 0]
+    if len(usable) < 2:
+        return None
+    series = drift_series(usable)
+    moved = drifted(series, tolerance)
+    message = None
+    if moved:
+        message = (
+            f"the machine drifted {series.drift:.1%} during the study (the reference config measured "
+            f"{min(q for _, q in series.points):.4g}-{max(q for _, q in series.points):.4g} qps), more than the knee "
+            f"tolerance {tolerance:.0%}: trials measured at different times differ by that much"
+        )
+    return {
+        "reference_trial": number,
+        "reference": config_of(by_number[number]) if number in by_number else None,
+        "points": [[n, q] for n, q in series.points],
+        "relative": series.drift,
+        "drifted": moved,
+        "message": message,
+    }
+

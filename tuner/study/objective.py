@@ -26,7 +26,8 @@ from tuner.measurement.result import TrialResult
 from tuner.search.rules import RuleContext, skip_reason
 from tuner.search.space import config_key, suggest
 from tuner.study import spool
-from tuner.study.ledger import Claim, claim, constraint_violations
+from tuner.study.early_stop import EarlyStop
+from tuner.study.ledger import Claim, claim, constraint_violations, trial_records
 from tuner.study.storage import is_storage_error, redact, root_cause, scrub
 from tuner.text import first_line, format_params
 from tuner.trial_attrs import TrialAttrs
@@ -61,7 +62,7 @@ class TrialSettings:
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class MeasuredOutcome:
     """A measured result as plain data, before it is written (so the spool can keep it instead)."""
 
     attrs: TrialAttrs
@@ -108,12 +109,23 @@ class TrialAttempt:
             return _reuse(s.study, trial, decision.reuse, s.spec)
         if not decision.measure:
             _stand_back(trial, decision)
-        result = measure_config(s.spec, params, model_path=s.model_path, on_event=s.emit)
-        outcome = _outcome(s.spec, result)
+        records = trial_records(s.study.get_trials(deepcopy=False))
+        stopper = EarlyStop.for_trial(records, params, s.spec.knee.tolerance)
+        result = measure_config(
+            s.spec, params, model_path=s.model_path, on_event=stopper.wrap(s.emit), should_stop=stopper.reason
+        )
+        if result.failure is not None and result.failure.kind == "stopped":
+            reason = result.failure.message
+            _write(trial, TrialAttrs(metrics=dict(result.metrics), wall_s=result.wall_s, stopped_early=reason,
+                                     skip_reason=reason))
+            _report_windows(trial, stopper.windows)
+            raise optuna.TrialPruned(reason)
+        outcome = result_outcome(s.spec, result)
         try:
             _write(trial, outcome.attrs)
             for metric, value in outcome.constraints.items():
                 trial.set_constraint(metric, value)
+            _report_windows(trial, stopper.windows)
         except Exception as err:
             if not is_storage_error(err, s.url):
                 raise
@@ -125,18 +137,25 @@ class TrialAttempt:
         return [float(v) for v in values] if len(values) > 1 else float(values[0])
 
 
+def _report_windows(trial: Trial, windows: list[float]) -> None:
+    """Each window's qps as an intermediate value (Optuna keeps them for single-objective studies only)."""
+    if len(trial.study.directions) == 1:
+        for step, value in enumerate(windows):
+            trial.report(value, step)
+
+
 def _write(trial: Trial, attrs: TrialAttrs) -> None:
     for name, value in attrs.to_user_attrs().items():
         trial.set_user_attr(name, value)
 
 
-def _outcome(spec: Spec, result: TrialResult) -> _Outcome:
+def result_outcome(spec: Spec, result: TrialResult) -> MeasuredOutcome:
     """The trial's attributes, constraint values and objective values for a measured result."""
     common = {"metrics": dict(result.metrics), "applied": dict(result.applied), "wall_s": result.wall_s}
     if not result.ok:
         assert result.failure is not None
         attrs = TrialAttrs(**common, failure=result.failure.to_dict(), feasible=False)
-        return _Outcome(attrs, {}, [], result.failure.describe())
+        return MeasuredOutcome(attrs, {}, [], result.failure.describe())
     violations = constraint_violations(result.metrics, spec.model.model_dump()["constraints"])
     values = [result.metrics.get(m) for m, _ in spec.objectives]
     failure, failed = None, None
@@ -146,7 +165,7 @@ def _outcome(spec: Spec, result: TrialResult) -> _Outcome:
     attrs = TrialAttrs(
         **common, constraints=violations, feasible=all(v <= 0 for v in violations), failure=failure
     )
-    return _Outcome(attrs, dict(zip(spec.constraints, violations, strict=True)), values, failed)
+    return MeasuredOutcome(attrs, dict(zip(spec.constraints, violations, strict=True)), values, failed)
 
 
 def _stand_back(trial: Trial, decision: Claim) -> None:
@@ -156,7 +175,9 @@ def _stand_back(trial: Trial, decision: Claim) -> None:
     raise optuna.TrialPruned(decision.reason)
 
 
-def _spool_result(s: TrialSettings, trial: Trial, params: dict[str, Any], outcome: _Outcome, err: BaseException) -> str:
+def _spool_result(
+    s: TrialSettings, trial: Trial, params: dict[str, Any], outcome: MeasuredOutcome, err: BaseException
+) -> str:
     """Keep a measured result that the storage refused; the message says where (or that it is lost)."""
     item = spool.entry(
         s.study,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,17 @@ from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StorageError, StudyError
 from tuner.execution.runner import resolve_model_path
 from tuner.platform import usable_cores
-from tuner.search.rules import RuleContext
+from tuner.search.rules import HostThreads, RuleContext
 from tuner.search.samplers import make_sampler
 from tuner.search.space import distributions, grid_size
 from tuner.study import spool
+from tuner.study.confirm import confirmation_rounds, run_confirmation
+from tuner.study.extra_trials import measure_as_trial
 from tuner.study.ledger import fail_stale_trials, study_progress, trial_records
 from tuner.study.objective import TrialAttempt, TrialFailedError, TrialSettings, root_message
 from tuner.study.storage import is_storage_error, open_storage, redact, scrub, storage_errors
 from tuner.study.studies import open_study, worker_identity
-from tuner.trial_attrs import failure_of, is_duplicate, is_yield
+from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, is_measured, is_yield, qps_of
 
 EventSink = Callable[[dict[str, Any]], None]
 WAIT_POLL_S = 0.5  # how often a worker whose budget is in flight elsewhere looks again
@@ -54,6 +56,10 @@ class OptimizeResult:
     measured: int
     knee: KneeResult | None = None
     new_trials: list[int] = field(default_factory=list)
+    #: what the paired confirmation round did (``{"rounds": 0, "reason": ...}`` when it did not run)
+    confirmation: dict[str, Any] | None = None
+    #: the drift references this run measured (trial numbers)
+    drift_trials: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class RunOptions:
     trials: int | None = None
     timeout_s: float | None = None
     allow_platform_mix: bool = False
+    #: run the paired confirmation round after the search (``--no-confirm``: False)
+    confirm: bool = True
 
 
 def optimize(
@@ -76,6 +84,7 @@ def optimize(
     trials: int | None = None,
     timeout_s: float | None = None,
     allow_platform_mix: bool = False,
+    confirm: bool = True,
     on_event: EventSink | None = None,
 ) -> OptimizeResult:
     """Run (or resume) the study of ``spec``; see the module docstring for the rules.
@@ -85,7 +94,12 @@ def optimize(
     """
     url = resolve_storage_url(storage, base_dir=Path.cwd()) if storage else spec.storage_url()
     options = RunOptions(
-        new=new, remeasure=remeasure, trials=trials, timeout_s=timeout_s, allow_platform_mix=allow_platform_mix
+        new=new,
+        remeasure=remeasure,
+        trials=trials,
+        timeout_s=timeout_s,
+        allow_platform_mix=allow_platform_mix,
+        confirm=confirm,
     )
     with storage_errors("lost the study storage", url):
         return StudyRun(spec, url, options, on_event).run()
@@ -108,7 +122,7 @@ class StudyRun:
         self.deadline = time.monotonic() + (options.timeout_s or spec.study.timeout_s or math.inf)
         self.space = grid_size(spec) if _enumerable(spec) else math.inf
         # a trial far past its timeout is dead even where no heartbeat says so
-        self.max_age_s = spec.study.trial_timeout_s * spec.measure.repeats + spec.study.heartbeat_grace_s + 60
+        self.max_age_s = spec.study.trial_timeout_s * spec.measure.max_runs + spec.study.heartbeat_grace_s + 60
         self.measured = 0
         self.distinct = 0
         self.consecutive_duplicates = 0
@@ -117,6 +131,8 @@ class StudyRun:
         self.best_qps = 0.0
         self.knee_number: int | None = None
         self.new_trials: list[int] = []
+        self.drift_trials: list[int] = []
+        self.measured_at_drift = 0
 
     # ------------------------------------------------------------------------------------ the loop
 
@@ -145,6 +161,8 @@ class StudyRun:
             reason = self.account(study, trial)
             if reason:
                 break
+            self.remeasure_drift_reference(study, settings)
+        confirmation = self.confirm(study, settings)
         return OptimizeResult(
             study_name=study.study_name,
             storage=redact(self.url),
@@ -152,6 +170,8 @@ class StudyRun:
             measured=self.measured,
             knee=self._knee(study),
             new_trials=self.new_trials,
+            confirmation=confirmation,
+            drift_trials=self.drift_trials,
         )
 
     def _open(self) -> optuna.Study:
@@ -202,7 +222,7 @@ class StudyRun:
             study=study,
             url=self.url,
             model_path=model_path,
-            rules=RuleContext(usable_cores(), spec.study.allow_oversubscription, _cpu_bound(spec)),
+            rules=_rule_context(spec, usable_cores()),
             distributions=distributions(spec),
             fixed={n: a.default for n, a in spec.axes.items() if a.kind == "fixed"},
             target=self.target,
@@ -265,6 +285,39 @@ class StudyRun:
         with storage_errors("lost the study storage", self.url):
             return study.get_trials(deepcopy=False)[attempt.number]
 
+    # ------------------------------------------------------------------------------------ after the search
+
+    def confirm(self, study: optuna.Study, settings: TrialSettings) -> dict[str, Any]:
+        """The paired confirmation round (:mod:`tuner.study.confirm`), unless skipped or already done."""
+        section = self.spec.study.confirm
+        if not self.options.confirm or section.rounds == 0:
+            return {"rounds": 0, "reason": "skipped (--no-confirm or study.confirm.rounds: 0)"}
+        trials = study.get_trials(deepcopy=False)
+        searched = [t.number for t in trials if is_measured(t)]
+        done = confirmation_rounds(trials)
+        if done is not None and (not searched or min(done["trials"]) > max(searched)):
+            return {"rounds": 0, "reason": "already confirmed: no trial measured since the last confirmation"}
+        with storage_errors("lost the study storage", self.url):
+            return run_confirmation(
+                settings, rounds=section.rounds, max_configs=section.max_configs, seed=self.spec.study.seed
+            )
+
+    def remeasure_drift_reference(self, study: optuna.Study, settings: TrialSettings) -> None:
+        """Every ``study.drift.every`` measured trials, measure the reference config again (the drift series)."""
+        every = self.spec.study.drift.every
+        if not every or self.measured - self.measured_at_drift < every or self.measured >= self.target:
+            return
+        self.measured_at_drift = self.measured
+        trials = study.get_trials(deepcopy=False)
+        reference = next((t for t in trials if is_measured(t) and qps_of(t) is not None and is_feasible(t)), None)
+        if reference is None:
+            return
+        marks = {"drift": {"reference": reference.number, "after": self.measured}}
+        self.emit({"event": "drift_reference", "params": config_of(reference), "after": self.measured})
+        with storage_errors("lost the study storage", self.url):
+            trial = measure_as_trial(settings, config_of(reference), marks)
+        self.drift_trials.append(trial.number)
+
     # ------------------------------------------------------------------------------------ accounting
 
     def account(self, study: optuna.Study, trial: FrozenTrial) -> str:
@@ -297,9 +350,12 @@ class StudyRun:
             self.consecutive_duplicates += 1
             return "duplicate" if is_duplicate(trial) else "yielded"
         self.consecutive_duplicates = 0
-        if trial.state == TrialState.PRUNED:
+        if trial.state == TrialState.PRUNED and not trial.user_attrs.get("stopped_early"):
             return "skipped"
         self.measured += 1  # the loop refreshes this from the study; a stop right after a trial must count it
+        if trial.state == TrialState.PRUNED:
+            self.since_improvement += 1
+            return "stopped-early"
         if trial.state == TrialState.COMPLETE:
             self.failures.clear()
             return "measured-ok"
@@ -352,8 +408,13 @@ def _enumerable(spec: Spec) -> bool:
     return all(a.kind != "range" or a.is_int or a.step is not None for a in spec.searched_axes().values())
 
 
-def _cpu_bound(spec: Spec) -> bool:
-    """Whether ``pool_size x threads`` competes for host cores (the oversubscription rule)."""
+def _rule_context(spec: Spec, cores: int) -> RuleContext:
+    """What the validity rules know: the cores, and the kind's host-thread count of a config (oversubscription)."""
     from tuner.workloads.registry import get_kind
 
-    return bool(get_kind(spec.workload.kind)().cpu_bound(spec))
+    kind = get_kind(spec.workload.kind)()
+
+    def host_threads(params: Mapping[str, Any]) -> HostThreads | None:
+        return kind.host_threads(spec, params, usable_cores=cores)
+
+    return RuleContext(cores, spec.study.allow_oversubscription, host_threads)

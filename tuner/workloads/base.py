@@ -39,8 +39,14 @@ Contract (a subclass sets ``name`` and implements :meth:`WorkloadKind.build_job`
 
   The child process belongs to the execution layer, which sits above the workloads: so a kind never
   starts the worker itself; it says which half it implements and execution does the rest.
-* ``cpu_bound(spec)``: whether the trial computes on host cores, so that ``pool_size x threads`` above
-  the usable cores is oversubscription (pruned unless ``study.allow_oversubscription``). Default True.
+* ``host_threads(spec, params, usable_cores=)``: how many host threads the trial of ``params`` keeps
+  computing at once, as a :class:`tuner.search.rules.HostThreads` (the count and, for the reason of a
+  pruned config, where it comes from), or None when it waits on a device: a config whose count exceeds
+  the usable cores is oversubscription, pruned unless ``study.allow_oversubscription``. ``pool`` asks its
+  backend (``Backend.host_threads``, :func:`backend_host_threads`); ``pipeline`` the backend for its infer
+  stage and its stages' workers; ``command`` nothing unless the file declares ``workload.host_threads``.
+  The default counts ``pool_size x threads`` when ``cpu_bound(spec)`` (True by default; a kind written
+  before ``host_threads`` existed may still override it) and None otherwise.
 * ``uses_backend(spec)``: whether the trial opens ``workload.backend``'s instances (then an
   ``onnxruntime`` model is checked as ONNX before any trial). Default False.
 
@@ -54,8 +60,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tuner.backends.registry import get_backend
 from tuner.errors import TunerError
 from tuner.measurement.result import EventSink, TrialResult
+from tuner.search.rules import HostThreads
 
 if TYPE_CHECKING:
     from tuner.config.checks import CheckContext
@@ -73,8 +81,15 @@ class WorkloadKind(ABC):
         """Validate this kind's part of a loaded workload file; ``raise ctx.error(loc, message)``."""
         return None  # a kind with nothing of its own in the file checks nothing
 
+    def host_threads(self, spec: Spec, params: Mapping[str, Any], *, usable_cores: int) -> HostThreads | None:
+        """Host threads the trial of ``params`` computes on (None: device-bound); default ``pool_size x threads``."""
+        if not self.cpu_bound(spec):
+            return None
+        pool_size, threads = int(params.get("pool_size", 1)), int(params.get("threads", 1))
+        return HostThreads(pool_size * threads, f"pool_size {pool_size} x threads {threads}")
+
     def cpu_bound(self, spec: Spec) -> bool:
-        """Whether ``pool_size x threads`` beyond the usable cores is oversubscription."""
+        """Whether the default :meth:`host_threads` counts ``pool_size x threads`` (a kind's older hook)."""
         return True
 
     def uses_backend(self, spec: Spec) -> bool:
@@ -107,17 +122,38 @@ def worker_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -
     """The job of a kind that drives ``workload.backend`` in the worker child.
 
     ``options`` are the fixed ``workload.options`` with the searched ``options.*`` of ``params`` applied;
-    ``measure`` the steady-state settings (without ``repeats``, which the parent runs).
+    ``measure`` the steady-state settings (without the repeat keys: the parent runs the repeats).
     """
+    return {
+        "backend": spec.workload.backend,
+        "model": str(model_path) if model_path else None,
+        "options": config_options(spec, params),
+        "params": dict(params),
+        "measure": spec.measure.child_settings(),
+        "spec_path": str(spec.path) if spec.path else None,
+    }
+
+
+def config_options(spec: Spec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The backend options of one config: the fixed ``workload.options`` with its searched ``options.*``."""
     options = dict(spec.workload.options)
     for key, value in params.items():
         if key.startswith("options."):
             options[key[len("options.") :]] = value
-    return {
-        "backend": spec.workload.backend,
-        "model": str(model_path) if model_path else None,
-        "options": options,
-        "params": dict(params),
-        "measure": spec.measure.model_dump(exclude={"repeats"}),
-        "spec_path": str(spec.path) if spec.path else None,
+    return options
+
+
+def backend_host_threads(spec: Spec, params: Mapping[str, Any], *, usable_cores: int) -> HostThreads | None:
+    """What ``workload.backend`` says a pool of ``params`` computes on (``Backend.host_threads``)."""
+    backend = get_backend(spec.workload.backend)
+    shape: dict[str, Any] = {
+        "pool_size": int(params.get("pool_size", 1)),
+        "threads": int(params.get("threads", 1)),
+        "requests_per_sync": int(params.get("requests_per_sync", 1)),
+        "options": config_options(spec, params),
+        "usable_cores": usable_cores,
     }
+    count = backend.host_threads(**shape)
+    if count is None:
+        return None
+    return HostThreads(int(count), backend.host_threads_origin(**shape))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.backends.base import Backend, Instance, RuntimeConfig
 from tuner.backends.registry import get_backend
-from tuner.workloads.base import WorkloadKind, worker_job
+from tuner.search.rules import HostThreads
+from tuner.workloads.base import WorkloadKind, backend_host_threads, worker_job
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -199,8 +200,9 @@ class PoolKind(WorkloadKind):
     def check(self, ctx: CheckContext) -> None:
         ctx.check_backend()
 
-    def cpu_bound(self, spec: Spec) -> bool:
-        return bool(get_backend(spec.workload.backend).cpu_bound)
+    def host_threads(self, spec: Spec, params: Mapping[str, Any], *, usable_cores: int) -> HostThreads | None:
+        """The backend's count (``Backend.host_threads``): the pool is its instances and nothing else computes."""
+        return backend_host_threads(spec, params, usable_cores=usable_cores)
 
     def uses_backend(self, spec: Spec) -> bool:
         return True

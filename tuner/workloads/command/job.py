@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 
 from tuner.measurement.process import Failure, exit_failure, run_process, signal_name
-from tuner.measurement.result import EventSink, TrialResult
+from tuner.measurement.result import EventSink, TrialResult, with_run_interval
 from tuner.workloads.command.parse import ParseFailure, _is_number, compile_rule, parse_json, parse_regex
 from tuner.workloads.command.template import format_value, placeholders, substitute
 
@@ -186,4 +186,6 @@ def run_command_job(
     cores = psutil.cpu_count() or 1
     metrics["peak_rss_mb"] = outcome.peak_rss_mb
     metrics["cpu_util"] = max(0.0, min(1.0, outcome.cpu_s / max(outcome.wall_s, 1e-9) / cores))
+    # the qps interval from the program's window_qps when it reports them; unknown (NaN) otherwise
+    metrics = with_run_interval(metrics)
     return TrialResult(params, metrics=metrics, applied=applied, wall_s=outcome.wall_s)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.config.axes import check_axis_value
+from tuner.errors import SpecError
 from tuner.measurement.result import EventSink, TrialResult
+from tuner.search.rules import HostThreads
 from tuner.workloads.base import WorkloadKind
 from tuner.workloads.command.job import build_command_job, run_command_job
 from tuner.workloads.command.parse import MEASURED_BY_TUNER
-from tuner.workloads.command.template import check_workload, parse_metrics_declared
+from tuner.workloads.command.template import (
+    check_workload,
+    format_value,
+    host_threads_value,
+    parse_metrics_declared,
+    placeholders,
+)
 
 if TYPE_CHECKING:
     from tuner.config.checks import CheckContext
@@ -44,6 +53,26 @@ class CommandKind(WorkloadKind):
         for metric in ctx.model.constraints:
             if metric not in given:
                 raise ctx.error(("constraints", metric), f"neither parsed from the program's output {gives}")
+
+    def host_threads(self, spec: Spec, params: Mapping[str, Any], *, usable_cores: int) -> HostThreads | None:
+        """``workload.host_threads`` of ``params``; None when the file declares none (the program is a black box:
+        an NPU pool such as go-rknnlite's waits on its device with more runtimes than the board has cores).
+        """
+        raw = spec.workload.host_threads
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            return HostThreads(math.ceil(raw), f"workload.host_threads {format_value(raw)}")
+        values = {
+            name: params.get(name, spec.workload.options.get(name[len("options.") :]))
+            for name in dict.fromkeys(placeholders(raw))
+        }
+        try:
+            count = host_threads_value(raw, values)
+        except ValueError as err:
+            raise SpecError(f"{spec.path or '<workload>'}: workload.host_threads = {raw!r}: {err}") from None
+        shown = ", ".join(f"{n} {format_value(v)}" for n, v in values.items())
+        return HostThreads(count, f"workload.host_threads {raw!r}" + (f" with {shown}" if shown else ""))
 
     def build_job(self, spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:
         return build_command_job(spec, params, model_path)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.measurement.result import INTERVAL_METRICS
 from tuner.metrics import METRICS
 
-#: measured by tuner from outside, never parsed from the program
-MEASURED_BY_TUNER = ("peak_rss_mb", "cpu_util")
+#: measured (or, for the qps interval, computed) by tuner, never parsed from the program
+MEASURED_BY_TUNER = ("peak_rss_mb", "cpu_util", *INTERVAL_METRICS)
 
 
 # ---------------------------------------------------------------------------------- expressions
@@ -40,40 +41,46 @@ class Expression:
     text: str
     tree: ast.expr
 
-    def __call__(self, x: float) -> float:
+    def __call__(self, x: float = 0.0) -> float:
         return _evaluate(self.tree, float(x))
 
 
-def compile_expression(text: str) -> Expression:
-    """Parse ``text``; ``ValueError`` naming what is not allowed (only numbers, x, + - * / ** and ())."""
+def compile_expression(text: str, *, with_x: bool = True) -> Expression:
+    """Parse ``text``; ``ValueError`` naming what is not allowed (only numbers, x, + - * / ** and ()).
+
+    ``with_x=False``: numbers only, no ``x`` (an expression whose placeholders were substituted first).
+    """
     if len(text) > 200:
         raise ValueError("expression longer than 200 characters")
+    what = "an arithmetic expression of x" if with_x else "an arithmetic expression"
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
-        raise ValueError(f"not an arithmetic expression of x ({err.msg})") from None
-    _check_node(tree.body)
+        raise ValueError(f"not {what} ({err.msg})") from None
+    _check_node(tree.body, with_x)
     return Expression(text, tree.body)
 
 
-def _check_node(node: ast.AST) -> None:
+def _check_node(node: ast.AST, with_x: bool = True) -> None:
+    names = "x, " if with_x else ""
     if isinstance(node, ast.BinOp):
         if type(node.op) not in _BINOPS:
             raise ValueError(f"operator {type(node.op).__name__} is not allowed (only + - * / **)")
-        _check_node(node.left)
-        _check_node(node.right)
+        _check_node(node.left, with_x)
+        _check_node(node.right, with_x)
     elif isinstance(node, ast.UnaryOp):
         if type(node.op) not in _UNARY:
             raise ValueError(f"operator {type(node.op).__name__} is not allowed (only + - * / **)")
-        _check_node(node.operand)
+        _check_node(node.operand, with_x)
     elif isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise ValueError(f"constant {node.value!r} is not allowed (only numbers)")
     elif isinstance(node, ast.Name):
-        if node.id != "x":
-            raise ValueError(f"name {node.id!r} is not allowed (only x, the matched number)")
+        if node.id != "x" or not with_x:
+            only = "only x, the matched number" if with_x else "only numbers and {axis} placeholders"
+            raise ValueError(f"name {node.id!r} is not allowed ({only})")
     else:
-        raise ValueError(f"{type(node).__name__} is not allowed (only numbers, x, + - * / ** and parentheses)")
+        raise ValueError(f"{type(node).__name__} is not allowed (only numbers, {names}+ - * / ** and parentheses)")
 
 
 def _evaluate(node: ast.expr, x: float) -> float:

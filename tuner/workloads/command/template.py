@@ -5,12 +5,14 @@ See :mod:`tuner.workloads.command.job` for the placeholders and the safety rules
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from tuner.metrics import NUMERIC_METRICS
-from tuner.workloads.command.parse import MEASURED_BY_TUNER, compile_rule
+from tuner.workloads.command.parse import MEASURED_BY_TUNER, compile_expression, compile_rule
 
 #: placeholders that are not axes
 BUILTIN_PLACEHOLDERS = ("model", "python")
@@ -105,7 +107,96 @@ def check_workload(workload: Any, axes: Mapping[str, Any], searched: Mapping[str
             )
     if not problems:
         problems += _check_parse(workload.parse)
+    if not problems:
+        problems += check_host_threads(workload, axes)
     return problems
+
+
+# ---------------------------------------------------------------------------------- host threads
+
+HOST_THREADS_LOC = ("workload", "host_threads")
+_EXAMPLE = "'{pool_size} * {threads}'"
+#: at most this many combinations of the axes an expression names are evaluated when the file is loaded
+_MAX_CHECKED = 4096
+
+
+def check_host_threads(workload: Any, axes: Mapping[str, Any]) -> list[tuple[tuple, str]]:
+    """Problems of ``workload.host_threads``: a number >= 0, or an expression of numeric axes that evaluates.
+
+    An expression is evaluated for every combination of the values its axes can take (each axis's grid, or
+    its ends for a long or continuous range), so a division by zero or a negative count is a load error.
+    """
+    raw = workload.host_threads
+    if raw is None:
+        return []
+    loc = HOST_THREADS_LOC
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        got = type(raw).__name__
+        return [(loc, f"expected a number of host threads or an expression such as {_EXAMPLE}, got {got}")]
+    if not isinstance(raw, str):
+        if not math.isfinite(raw) or raw < 0:
+            return [(loc, f"expected a number of host threads >= 0, or an expression such as {_EXAMPLE}")]
+        return []
+    try:
+        names = placeholders(raw)
+    except ValueError as err:
+        return [(loc, str(err))]
+    domains = _numeric_domains(workload, axes)
+    for name in names:
+        if name not in domains:
+            return [(loc, f"unknown placeholder {{{name}}}{_near(name, domains)} (valid: {_list(domains)})")]
+        bad = [v for v in domains[name] if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            return [(loc, f"{{{name}}} takes {bad[0]!r}, not a number; host_threads needs numeric axes")]
+    used = sorted(set(names))
+    candidates = [domains[n] for n in used]
+    if math.prod(len(c) for c in candidates) > _MAX_CHECKED:
+        candidates = [(min(c), max(c)) for c in candidates]
+    for combo in itertools.product(*candidates):
+        values = dict(zip(used, combo, strict=True))
+        try:
+            host_threads_value(raw, values)
+        except ValueError as err:
+            return [(loc, str(err))]
+    return []
+
+
+def host_threads_value(expression: str, values: Mapping[str, Any]) -> int:
+    """``expression`` with every ``{axis}`` replaced by its value, evaluated; rounded up to whole threads.
+
+    ``ValueError`` names what is wrong (a disallowed node, a division by zero, a negative or non-finite
+    count) and the values it was evaluated with.
+    """
+    filled = substitute(expression, {name: f"({format_value(value)})" for name, value in values.items()})
+    expr = compile_expression(filled, with_x=False)
+    shown = ", ".join(f"{n} = {format_value(v)}" for n, v in values.items())
+    with_values = f" with {shown}" if shown else ""
+    try:
+        count = expr()
+    except (ArithmeticError, ValueError) as err:
+        raise ValueError(f"{_describe(err)}{with_values}") from None
+    if not math.isfinite(count) or count < 0:
+        raise ValueError(f"gives {count:g}{with_values}; expected a number of host threads >= 0")
+    return math.ceil(round(count, 9))
+
+
+def _describe(err: BaseException) -> str:
+    return "division by zero" if isinstance(err, ZeroDivisionError) else (str(err) or type(err).__name__)
+
+
+def _numeric_domains(workload: Any, axes: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Every value each axis (and each fixed ``workload.options`` entry) can take, for the check."""
+    domains: dict[str, tuple[Any, ...]] = {f"options.{k}": (v,) for k, v in workload.options.items()}
+    for name, axis in axes.items():
+        if name.startswith("stages."):
+            continue
+        if axis.kind != "range":
+            domains[name] = tuple(axis.values)
+            continue
+        enumerable = axis.is_int or axis.step is not None
+        values = axis.grid() if enumerable else (axis.low, axis.high)
+        domains[name] = values if len(values) <= 64 else (values[0], values[-1])
+    return domains
 
 
 RULE_KEYS = ("regex", "value")
@@ -135,7 +226,7 @@ def _check_parse(parse: Any) -> list[tuple[tuple, str]]:
             problems.append((loc, "expected a regular expression with one group, or {regex, value}"))
             continue
         if metric in MEASURED_BY_TUNER:
-            problems.append((loc, f"{metric} is measured by tuner from outside the program; do not parse it"))
+            problems.append((loc, f"{metric} is measured by tuner, not by the program; do not parse it"))
             continue
         if metric not in NUMERIC_METRICS:
             problems.append(

@@ -1,0 +1,227 @@
+"""Decisions that survive a noisy machine: the paired confirmation round, drift references, early stopping.
+
+End to end on the ``sim`` twin (real child processes, real SQLite studies) plus the pure parts on
+constructed data. No test asserts a wall-clock bound: early stopping is decided by the count of windows
+the trial's own child produced.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tuner.analysis.knee import TrialRecord
+from tuner.config.spec import load_spec
+from tuner.execution.child import run_job
+from tuner.report.summary import study_report
+from tuner.study.confirm import candidates, confirmation_rounds
+from tuner.study.early_stop import MIN_WINDOWS, EarlyStop
+from tuner.study.run import optimize
+from tuner.study.storage import open_storage
+from tuner.trial_attrs import is_measured
+
+FAST = {"warmup_s": 0.2, "window_s": 0.2, "stable_windows": 2, "stability": 0.2, "max_s": 3}
+
+
+def workload(tmp_path: Path, *, study: dict[str, Any], search: dict[str, Any] | None = None) -> Path:
+    doc = {
+        "name": "decide",
+        "workload": {
+            "kind": "pool",
+            "backend": "sim",
+            "options": {"units": 3, "service_ms": 3.2, "host_overhead_ms": 4.53, "noise": 0.02},
+        },
+        "search": search or {"pool_size": [1, 2, 3, 6, 9, 12]},
+        "objectives": [{"qps": "maximize"}],
+        "measure": FAST,
+        "study": {"storage": "decide.db", "sampler": "grid", "trials": 6, "trial_timeout_s": 30, "seed": 0, **study},
+    }
+    path = tmp_path / "decide.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def trials_of(path: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    url = load_spec(path).storage_url()
+    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False)).get_trials(deepcopy=False)
+
+
+# ------------------------------------------------------------------------------------ confirmation
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    path = workload(tmp_path_factory.mktemp("confirm"), study={"confirm": {"rounds": 2, "max_configs": 3}})
+    return path, optimize(load_spec(path))
+
+
+def test_the_confirmation_round_measures_candidates_interleaved_and_spends_no_budget(confirmed: Any) -> None:
+    path, result = confirmed
+    trials = trials_of(path, result.study_name)
+    marks = [t.user_attrs["confirm"] for t in trials if "confirm" in t.user_attrs]
+    assert result.measured == 6 and sum(is_measured(t) for t in trials) == 6
+    configs = result.confirmation["configs"]
+    # the plateau (12 runtimes) and the knee candidate (9); 6 runtimes (~660 qps) cannot reach 90 % of ~900
+    assert result.confirmation["rounds"] == 2
+    assert sorted(c["pool_size"] for c in configs) == [9, 12]
+    assert len(marks) == 4  # 2 configs x 2 rounds, each a trial of its own
+    assert {m["session"] for m in marks} == {result.confirmation["session"]}
+    # every round holds every config exactly once
+    for r in (0, 1):
+        assert sorted(m["config"] for m in marks if m["round"] == r) == [0, 1]
+    # confirmation trials come after every search trial
+    search = [t.number for t in trials if is_measured(t)]
+    assert min(result.confirmation["trials"]) > max(search)
+
+
+def test_the_report_decides_from_the_paired_rounds(confirmed: Any) -> None:
+    path, result = confirmed
+    study = optuna.load_study(study_name=result.study_name, storage=open_storage(load_spec(path).storage_url()))
+    report = study_report(study, bootstrap=50)
+    assert report["decided_by"] == "paired rounds"
+    assert report["trials"]["confirmation"] == 4
+    rounds = report["confirmation"]
+    assert rounds["rounds"] == 2 and len(rounds["configs"]) == 2
+    tie = [d["params"] for d in report["tie_set"]]
+    # the best is the cheapest member of the tie set, and the reference (plateau candidate) is in it
+    assert report["best"]["params"] == tie[0]
+    assert rounds["reference"] in tie
+    for d in rounds["configs"]:
+        assert len(d["qps_by_round"]) == 2 and all(q > 0 for q in d["qps_by_round"])
+        if d["params"] == rounds["reference"]:
+            assert d["paired_ratio"] == pytest.approx(1.0)
+    # the sim's modelled curve saturates past 9 runtimes: 1..6 are far below the plateau, never the knee
+    assert report["knee"]["params"]["pool_size"] >= 9
+
+
+def test_a_resumed_study_keeps_its_confirmation_and_does_not_repeat_it(confirmed: Any) -> None:
+    path, first = confirmed
+    again = optimize(load_spec(path))
+    assert again.confirmation["rounds"] == 0 and "already confirmed" in again.confirmation["reason"]
+    assert confirmation_rounds(trials_of(path, first.study_name))["session"] == first.confirmation["session"]
+
+
+def test_no_confirm_skips_the_round(tmp_path: Path) -> None:
+    path = workload(tmp_path, study={"trials": 3})
+    result = optimize(load_spec(path), confirm=False)
+    assert result.confirmation["rounds"] == 0
+    assert not [t for t in trials_of(path, result.study_name) if "confirm" in t.user_attrs]
+
+
+def record(number: int, pool: int, qps: float, low: float | None = None, high: float | None = None) -> TrialRecord:
+    metrics: dict[str, Any] = {"qps": qps}
+    if low is not None:
+        metrics.update(qps_ci_low=low, qps_ci_high=high)
+    return TrialRecord(number=number, params={"pool_size": pool}, metrics=metrics, feasible=True)
+
+
+def test_candidates_are_the_plateau_the_knee_candidate_and_what_could_be_best() -> None:
+    records = [
+        record(0, 1, 100.0, 98.0, 102.0),
+        record(1, 3, 300.0, 290.0, 310.0),
+        record(2, 6, 655.0, 640.0, 670.0),
+        record(3, 9, 840.0, 820.0, 860.0),  # reaches (1 - 0.1) x 880 = 792: the knee candidate
+        record(4, 12, 885.0, 870.0, 900.0),  # its interval reaches the plateau's lower bound
+        record(5, 15, 900.0, 880.0, 920.0),  # the plateau
+    ]
+    chosen = [r.params["pool_size"] for r in candidates(records, 0.10, 3)]
+    assert chosen == [15, 9, 12]
+    assert [r.params["pool_size"] for r in candidates(records, 0.10, 2)] == [15, 9]
+    assert candidates(records[:1], 0.10, 3) == []
+
+
+# ------------------------------------------------------------------------------------ drift
+
+
+def test_drift_references_are_measured_every_n_trials_and_reported(tmp_path: Path) -> None:
+    path = workload(
+        tmp_path, study={"trials": 5, "drift": {"every": 2}, "confirm": {"rounds": 0}},
+        search={"pool_size": [1, 2, 3, 6, 9]},
+    )
+    result = optimize(load_spec(path))
+    trials = trials_of(path, result.study_name)
+    refs = [t for t in trials if "drift" in t.user_attrs]
+    assert result.measured == 5 and sum(is_measured(t) for t in trials) == 5
+    # after the 2nd and 4th measured trials (none after the last: the budget is spent)
+    assert [t.user_attrs["drift"]["after"] for t in refs] == [2, 4]
+    first = min(t.number for t in trials if is_measured(t))
+    assert {t.user_attrs["drift"]["reference"] for t in refs} == {first}
+    assert all(t.user_attrs["config"] == trials[first].user_attrs["config"] for t in refs)
+    study = optuna.load_study(study_name=result.study_name, storage=open_storage(load_spec(path).storage_url()))
+    drift = study_report(study, bootstrap=0)["drift"]
+    assert [p[0] for p in drift["points"]] == [first, *(t.number for t in refs)]
+    assert drift["relative"] >= 0 and isinstance(drift["drifted"], bool)
+
+
+# ------------------------------------------------------------------------------------ early stop
+
+
+def windows(*qps: float) -> list[dict[str, Any]]:
+    return [{"event": "window", "index": i + 1, "qps": q} for i, q in enumerate(qps)]
+
+
+def test_a_costlier_config_far_below_the_knee_is_stopped_after_enough_windows() -> None:
+    records = [record(0, 1, 100.0, 98.0, 102.0), record(1, 2, 195.0, 190.0, 200.0), record(2, 4, 200.0, 196.0, 204.0)]
+    # knee: pool 2 (195 >= 0.9 x plateau); its lower bound 190 -> bar 171
+    stop = EarlyStop.for_trial(records, {"pool_size": 8}, 0.10)
+    assert stop.bar_qps == pytest.approx(0.9 * 190.0)
+    seen: list[dict[str, Any]] = []
+    sink = stop.wrap(seen.append)
+    for event in windows(*[120.0] * (MIN_WINDOWS - 1)):
+        sink(event)
+    assert stop.reason() is None  # too few windows to decide
+    sink(windows(121.0)[0])
+    assert "stopped early" in (stop.reason() or "") and len(seen) == MIN_WINDOWS
+
+
+def test_a_config_that_could_still_reach_the_band_is_not_stopped() -> None:
+    records = [record(0, 1, 100.0, 98.0, 102.0), record(1, 2, 195.0, 190.0, 200.0), record(2, 4, 200.0, 196.0, 204.0)]
+    stop = EarlyStop.for_trial(records, {"pool_size": 8}, 0.10)
+    sink = stop.wrap(lambda _e: None)
+    for event in windows(150.0, 200.0, 160.0, 190.0):  # wide: the upper bound reaches the bar
+        sink(event)
+    assert stop.reason() is None
+
+
+def test_a_cheaper_config_and_the_knee_itself_are_never_stopped() -> None:
+    records = [record(0, 2, 195.0, 190.0, 200.0), record(1, 4, 200.0, 196.0, 204.0)]
+    assert EarlyStop.for_trial(records, {"pool_size": 1}, 0.10).bar_qps is None
+    assert EarlyStop.for_trial(records, {"pool_size": 2}, 0.10).bar_qps is None
+    assert EarlyStop.for_trial([], {"pool_size": 8}, 0.10).bar_qps is None
+
+
+def test_a_stopped_child_comes_back_as_stopped_with_its_windows() -> None:
+    job = {
+        "kind": "pool",
+        "backend": "sim",
+        "model": None,
+        "options": {"units": 1, "service_ms": 2.0, "host_overhead_ms": 0.5},
+        "params": {"pool_size": 1, "threads": 1, "requests_per_sync": 1, "batch_size": 1},
+        # windows never agree within 0.001: without the stop the child would measure until max_s
+        "measure": {"warmup_s": 0.1, "window_s": 0.1, "stable_windows": 50, "stability": 0.001, "max_s": 60.0,
+                    "min_window_requests": 2},
+    }
+    stop = EarlyStop(bar_qps=math.inf, candidate={"pool_size": 1})  # everything is below an infinite bar
+    result = run_job(job, timeout_s=120, on_event=stop.wrap(lambda _e: None), should_stop=stop.reason)
+    assert result.failure is not None and result.failure.kind == "stopped"
+    assert "stopped early" in result.failure.message
+    assert len(result.metrics["window_qps"]) >= MIN_WINDOWS
+    assert result.metrics["window_qps"][:MIN_WINDOWS] == stop.windows[:MIN_WINDOWS]
+
+
+def test_an_early_stopped_trial_counts_as_measured_and_settles_its_config() -> None:
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            user_attrs={"config": {"pool_size": 8}, "stopped_early": "stopped early: ...", "window_qps": [1.0]},
+        )
+    )
+    (t,) = study.get_trials()
+    assert is_measured(t)

@@ -1,0 +1,163 @@
+"""The paired decision over interleaved rounds: drift cancels, tie sets, the one-sided knee rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tuner.analysis.paired import paired_decision
+
+POOLS = {p: {"pool_size": p} for p in range(1, 7)}
+
+
+def test_a_slow_drift_common_to_the_rounds_does_not_move_the_knee() -> None:
+    # pool 4 is at 92.5 % of the plateau: 2.5 points above the 90 % threshold. With 2 % noise per
+    # measurement a round's ratio moves about 2.8 %, so over 10 rounds the standard error is about 0.9 %
+    # and pool 4 qualifies; pool 3 (88 %) does not. A 15 % drift over the rounds spreads every config's
+    # qps by about 4.5 %: compared unpaired (mean against mean) pool 4's lower bound falls to about 0.898.
+    true = {1: 400.0, 2: 700.0, 3: 880.0, 4: 925.0, 5: 990.0, 6: 1000.0}
+    rounds = 10
+    rng = np.random.default_rng(1)
+    noise = {p: 1.0 + 0.02 * rng.standard_normal(rounds) for p in true}
+    factor = np.linspace(1.0, 1.15, rounds)
+    steady = {p: (q * noise[p]).tolist() for p, q in true.items()}
+    drifting = {p: (q * noise[p] * factor).tolist() for p, q in true.items()}
+
+    calm = paired_decision(steady, POOLS, tolerance=0.10)
+    moved = paired_decision(drifting, POOLS, tolerance=0.10)
+    assert calm.knee == 4
+    assert moved.knee == calm.knee
+    assert moved.reference == calm.reference
+    assert moved.best == calm.best and moved.tie_set == calm.tie_set
+    assert moved.knee_confidence == pytest.approx(calm.knee_confidence, abs=1e-9)
+    for p in true:
+        assert moved.ratios[p].mean == pytest.approx(calm.ratios[p].mean, rel=1e-9)
+        assert moved.ratios[p].low == pytest.approx(calm.ratios[p].low, rel=1e-9)
+    # the drift is real: the drifting means are about 7.5 % higher
+    assert np.mean(drifting[6]) / np.mean(steady[6]) == pytest.approx(1.075, abs=0.01)
+
+
+# A is the reference (pool 2); B (pool 1, 2 threads) measures within noise of it; C (pool 1, 1 thread) is
+# about 20 % below. Cost order: C (1 in flight, 1 thread) < B (1, 2) < A (2, 1).
+A = [100.0, 102.0, 98.0, 101.0]
+B = [99.0, 103.0, 97.0, 100.0]
+C = [80.0, 83.0, 78.0, 80.0]
+ABC_PARAMS = {
+    "A": {"pool_size": 2, "threads": 1},
+    "B": {"pool_size": 1, "threads": 2},
+    "C": {"pool_size": 1, "threads": 1},
+}
+
+
+def test_two_configs_within_noise_tie_and_the_cheaper_is_best() -> None:
+    result = paired_decision({"A": A, "B": B, "C": C}, ABC_PARAMS, tolerance=0.10)
+    assert result.reference == "A"
+    # B's log ratios: ln(99/100), ln(103/102), ln(97/98), ln(100/101) = -0.010050, 0.009756, -0.010257,
+    # -0.009950; mean -0.005125, sd 0.009922, se 0.004961; t(0.975, 3) = 3.1824 -> half-width 0.015788;
+    # exponentiated: 0.99489 in [0.97930, 1.01072], which contains 1
+    ratio = result.ratios["B"]
+    assert ratio.n == 4
+    assert ratio.mean == pytest.approx(0.99489, abs=1e-5)
+    assert ratio.low == pytest.approx(0.97930, abs=1e-5)
+    assert ratio.high == pytest.approx(1.01072, abs=1e-5)
+    assert result.tie_set == ("B", "A")
+    assert result.best == "B"
+    # C: ratios 0.800, 0.814, 0.796, 0.792, interval about [0.786, 0.815]: below 1 and below 0.9
+    assert result.ratios["C"].high < 0.9
+    assert "C" not in result.tie_set
+    assert result.probabilities["C"] < 1e-3
+    # the cheapest within 10 % with 95 % confidence: B (t = (-0.005125 - ln 0.9) / 0.004961 = 20.2)
+    assert result.knee == "B"
+    assert result.knee_confidence > 0.999
+
+
+def test_a_looser_tolerance_takes_the_config_20_percent_below_as_the_knee() -> None:
+    result = paired_decision({"A": A, "B": B, "C": C}, ABC_PARAMS, tolerance=0.25)
+    # C's mean ratio 0.8004 is 11 standard errors above 0.75; it is still worse than A, so best stays B
+    assert result.knee == "C" and result.knee_confidence > 0.999
+    assert result.best == "B" and "C" not in result.tie_set
+
+
+def test_the_knee_confidence_is_the_one_sided_t_probability() -> None:
+    # X's log ratios to the reference are ln 0.9 + (0, 0.02, 0.04): mean ln 0.9 + 0.02, sd 0.02, se 0.02/sqrt 3,
+    # so t = sqrt 3 with 2 degrees of freedom, where F(t) = 1/2 + t / (2 sqrt(2 + t^2)) = 0.887298
+    ref = [100.0, 100.0, 100.0]
+    x = [100.0 * 0.9 * math.exp(d) for d in (0.0, 0.02, 0.04)]
+    params = {"ref": {"pool_size": 2}, "x": {"pool_size": 1}}
+    strict = paired_decision({"ref": ref, "x": x}, params, tolerance=0.10, confidence=0.95)
+    assert strict.probabilities["x"] == pytest.approx(0.887298, abs=1e-6)
+    assert strict.knee == "ref" and strict.knee_confidence == 1.0  # nothing cheaper qualifies
+    lenient = paired_decision({"ref": ref, "x": x}, params, tolerance=0.10, confidence=0.85)
+    assert lenient.knee == "x"
+    assert lenient.knee_confidence == pytest.approx(0.887298, abs=1e-6)
+
+
+def test_a_noisy_cheap_config_can_tie_without_qualifying_as_the_knee() -> None:
+    # ratios 0.80, 1.05, 0.85, 0.98: the interval of their mean reaches above 1 (not significantly worse),
+    # but its one-sided bound is far below 0.9
+    ref = [100.0, 100.0, 100.0, 100.0]
+    noisy = [80.0, 105.0, 85.0, 98.0]
+    params = {"ref": {"pool_size": 2}, "noisy": {"pool_size": 1}}
+    result = paired_decision({"ref": ref, "noisy": noisy}, params, tolerance=0.10)
+    assert result.reference == "ref"
+    assert result.ratios["noisy"].high > 1.0
+    assert result.tie_set == ("noisy", "ref") and result.best == "noisy"
+    assert result.knee == "ref"
+    assert 0.3 < result.probabilities["noisy"] < 0.8
+
+
+def test_missing_rounds_are_left_out_pairwise() -> None:
+    nan = math.nan
+    qps = {
+        "ref": [100.0, nan, 100.0, 100.0],
+        "b": [95.0, 10.0, 95.0, 95.0],  # round 1 has no reference to compare with: its 10 is ignored
+        "once": [nan, nan, nan, 99.0],  # compared in one round only: no interval
+    }
+    params = {"ref": {"pool_size": 3}, "b": {"pool_size": 2}, "once": {"pool_size": 1}}
+    result = paired_decision(qps, params, tolerance=0.10)
+    assert result.reference == "ref"
+    assert result.ratios["b"].n == 3 and result.ratios["b"].mean == pytest.approx(0.95)
+    assert result.ratios["ref"].n == 3
+    assert result.ratios["once"].n == 1
+    assert math.isnan(result.probabilities["once"])
+    assert result.knee == "b" and result.knee_confidence == 1.0  # the same 0.95 in every round
+    assert result.tie_set == ("ref",) and result.best == "ref"
+
+
+def test_peak_memory_breaks_cost_ties() -> None:
+    # ratios 0.990, 1.010, 0.990: within noise of the reference and within 10 % of it
+    qps = {"ref": [100.0, 101.0, 99.0], "lean": [99.0, 102.0, 98.0], "fat": [99.0, 102.0, 98.0]}
+    params = {"ref": {"pool_size": 2}, "lean": {"pool_size": 1}, "fat": {"pool_size": 1}}
+    result = paired_decision(qps, params, peak_rss_mb={"lean": 300.0, "fat": 900.0})
+    assert result.knee == "lean" and result.best == "lean"
+    assert result.tie_set == ("lean", "fat", "ref")
+    # without memory both cost the same and the first listed wins
+    assert paired_decision(qps, params).knee == "lean"
+    assert paired_decision({"ref": qps["ref"], "fat": qps["fat"], "lean": qps["lean"]}, params).knee == "fat"
+
+
+def test_the_reference_is_the_highest_mean_and_ties_go_to_the_cheaper() -> None:
+    qps = {"big": [100.0, 100.0], "small": [100.0, 100.0], "slow": [50.0, 50.0]}
+    params = {"big": {"pool_size": 4}, "small": {"pool_size": 2}, "slow": {"pool_size": 1}}
+    result = paired_decision(qps, params)
+    assert result.reference == "small"
+    assert result.knee == "small" and result.best == "small"
+    assert result.ratios["big"].mean == pytest.approx(1.0) and result.ratios["slow"].mean == pytest.approx(0.5)
+
+
+def test_bad_input_is_refused() -> None:
+    params = {"a": {"pool_size": 1}, "b": {"pool_size": 2}}
+    with pytest.raises(ValueError, match="same number of rounds"):
+        paired_decision({"a": [1.0, 2.0], "b": [1.0]}, params)
+    with pytest.raises(ValueError, match="no params"):
+        paired_decision({"a": [1.0], "c": [1.0]}, params)
+    with pytest.raises(ValueError, match="tolerance"):
+        paired_decision({"a": [1.0]}, params, tolerance=1.0)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_decision({"a": [1.0]}, params, confidence=1.0)
+    with pytest.raises(ValueError, match="no configurations"):
+        paired_decision({}, params)
+    with pytest.raises(ValueError, match="positive finite"):
+        paired_decision({"a": [math.nan], "b": [0.0]}, params)

@@ -1,0 +1,171 @@
+"""The paired decision: the knee and the tie set of configurations measured interleaved, in rounds.
+
+When every configuration is measured once per *round* (round 0 of all of them, then round 1 ...), slow
+drift of the machine (thermals, clocks, a neighbour's load) is shared by the configurations of one round.
+Comparing each configuration with a *reference* round by round cancels it: the per-round ratio
+``r_i = qps_c,i / qps_ref,i`` does not move when every qps of round ``i`` is multiplied by the same factor.
+
+**Ratios** are summarised on the log scale: the mean of ``log r_i`` over the rounds where both were
+measured, with its Student-t interval (:func:`tuner.analysis.intervals.t_interval`), exponentiated. So the
+ratio is a geometric mean, its interval is positive and asymmetric like the ratio itself, ``c`` against
+``ref`` is exactly the inverse of ``ref`` against ``c``, and multiplicative noise becomes additive.
+
+**Decision** (``tolerance`` and ``confidence`` as given):
+
+* **reference**: the configuration with the highest mean qps over its measured rounds (the plateau
+  candidate), the mean taken on the log scale (the geometric mean): a drift common to a round then
+  shifts every configuration measured in the same rounds equally and cannot change the reference, where
+  an arithmetic mean would weight the rounds by the drift. Ties go to the cheaper configuration.
+* **knee**: the cheapest configuration (:func:`tuner.analysis.knee.config_cost`, then peak memory when
+  given) whose mean ratio is ``>= 1 - tolerance`` with the stated confidence, one-sided: its probability
+  ``P = F_t((mean(log r) - log(1 - tolerance)) / se, n - 1)`` (:func:`t_probability_at_least`) is
+  ``>= confidence`` -- the same as the one-sided lower bound of the mean log ratio being
+  ``>= log(1 - tolerance)``. ``knee_confidence`` is that ``P``. The reference always qualifies (its ratio is
+  1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does.
+* **tie set**: the configurations not significantly worse than the reference: the upper end of their
+  two-sided ``confidence`` interval is ``>= 1`` (the interval contains 1 or lies above it). **best** is
+  the cheapest member.
+
+A configuration compared with the reference in fewer than two rounds has no interval (one ratio bounds
+nothing): it is neither the knee (unless it is the reference) nor in the tie set. A non-finite or
+non-positive qps counts as a missing round; callers pass feasible configurations only.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from tuner.analysis.intervals import CONFIDENCE, Interval, t_interval, t_probability_at_least
+from tuner.analysis.knee import DEFAULT_TOLERANCE, config_cost
+
+__all__ = ["PairedDecision", "paired_decision"]
+
+K = TypeVar("K", bound=Hashable)
+
+#: relative slack in comparisons with 1 so that float rounding never flips a decision
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class PairedDecision(Generic[K]):
+    """What :func:`paired_decision` concluded.
+
+    ``tie_set`` is in cost order, cheapest first. ``ratios`` holds every configuration's ratio to the
+    reference (geometric mean and interval; ``cv`` is the standard deviation of the log ratios, about the
+    relative spread of one round's ratio; NaN where it was never compared); ``probabilities`` the one-sided
+    probability that its ratio is ``>= 1 - tolerance`` (NaN without an interval).
+    """
+
+    reference: K
+    knee: K
+    knee_confidence: float
+    best: K
+    tie_set: tuple[K, ...]
+    ratios: Mapping[K, Interval]
+    probabilities: Mapping[K, float]
+    tolerance: float
+    confidence: float
+
+
+def _log_qps(values: Sequence[float]) -> list[float]:
+    out = []
+    for v in values:
+        x = float(v)
+        out.append(math.log(x) if math.isfinite(x) and x > 0.0 else math.nan)
+    return out
+
+
+def _ratio_interval(logs: Sequence[float], confidence: float) -> Interval:
+    """The exponentiated Student-t interval of the mean of ``logs`` (log ratios of the rounds)."""
+    n = len(logs)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0, confidence)
+    interval = t_interval(logs, confidence)
+    mean = math.fsum(logs) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / (n - 1)) if n > 1 else math.nan
+    return Interval(math.exp(interval.mean), math.exp(interval.low), math.exp(interval.high), sd, n, confidence)
+
+
+def paired_decision(
+    qps_by_round: Mapping[K, Sequence[float]],
+    params: Mapping[K, Mapping[str, Any]],
+    tolerance: float = DEFAULT_TOLERANCE,
+    confidence: float = CONFIDENCE,
+    *,
+    peak_rss_mb: Mapping[K, float] | None = None,
+) -> PairedDecision[K]:
+    """Decide the knee, the tie set and the best from configurations measured interleaved in rounds.
+
+    ``qps_by_round[c][i]`` is configuration ``c``'s qps in round ``i`` (all sequences the same length,
+    NaN where missing); ``params[c]`` its parameters (for the cost order); ``peak_rss_mb[c]``, when given,
+    breaks cost ties (missing memory counts as infinite). The rules are in the module docstring.
+    """
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if not qps_by_round:
+        raise ValueError("no configurations to decide between")
+    keys = list(qps_by_round)
+    rounds = {len(qps_by_round[k]) for k in keys}
+    if len(rounds) != 1:
+        raise ValueError(f"every configuration needs the same number of rounds, got {sorted(rounds)}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"no params for {missing!r}")
+
+    logs = {k: _log_qps(qps_by_round[k]) for k in keys}
+    order = {k: i for i, k in enumerate(keys)}
+    memory = peak_rss_mb or {}
+
+    def cost(k: K) -> tuple[int, int, float]:
+        mem = memory.get(k)
+        mem_value = float(mem) if mem is not None and math.isfinite(float(mem)) else math.inf
+        return (*config_cost(params[k]), mem_value)
+
+    means = {}  # the mean log qps: a drift common to a round shifts it equally for every configuration
+    for k in keys:
+        measured = [x for x in logs[k] if math.isfinite(x)]
+        if measured:
+            means[k] = math.fsum(measured) / len(measured)
+    if not means:
+        raise ValueError("no configuration has a positive finite qps in any round")
+    reference = min(means, key=lambda k: (-means[k], cost(k), order[k]))
+
+    ratios: dict[K, Interval] = {}
+    probabilities: dict[K, float] = {}
+    bound = math.log(1.0 - tolerance)
+    ref_logs = logs[reference]
+    for k in keys:
+        if k == reference:
+            n = sum(1 for x in ref_logs if math.isfinite(x))
+            ratios[k] = Interval(1.0, 1.0, 1.0, 0.0, n, confidence)
+            probabilities[k] = 1.0
+            continue
+        diffs = [a - b for a, b in zip(logs[k], ref_logs, strict=True) if math.isfinite(a) and math.isfinite(b)]
+        ratios[k] = _ratio_interval(diffs, confidence)
+        probabilities[k] = t_probability_at_least(diffs, bound)
+
+    ranked = sorted(keys, key=lambda k: (cost(k), -_or(ratios[k].mean, -math.inf), order[k]))
+    knee = next(k for k in ranked if k == reference or probabilities[k] >= confidence)
+    tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and ratios[k].high >= 1.0 - _EPS))
+    return PairedDecision(
+        reference=reference,
+        knee=knee,
+        knee_confidence=probabilities[knee],
+        best=tie_set[0],
+        tie_set=tie_set,
+        ratios=ratios,
+        probabilities=probabilities,
+        tolerance=tolerance,
+        confidence=confidence,
+    )
+
+
+def _or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default

@@ -1,0 +1,118 @@
+"""The paired confirmation round: after the search, the configs that could be the knee or the best, interleaved.
+
+Why: on a shared machine the same config moves by ±10 % between runs, and slowly (neighbours, heat), so two
+configs measured minutes apart differ by the drift as much as by themselves. Measured in rounds -- every
+candidate once per round, in a shuffled order, each in a fresh process -- a config's per-round ratio to
+the plateau candidate cancels what the round shares (:mod:`tuner.analysis.paired` decides from those
+ratios).
+
+Candidates (:func:`candidates`): the cheapest feasible config that reaches ``1 - tolerance`` of the plateau
+(the knee candidate), the plateau config itself, and every config whose qps interval reaches the plateau's
+(could be the best), then the cheapest configs that could still be the knee; at most
+``study.confirm.max_configs``. Each round's measurements are trials of the study marked
+``confirm = {"session", "round", "slot", "config"}``; a session is one confirmation of one run of the
+command, and the report decides from the latest complete one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tuner.analysis.knee import TrialRecord, config_cost, merge_repeats
+from tuner.search.space import config_key
+from tuner.study.extra_trials import measure_as_trial
+from tuner.study.ledger import trial_records
+from tuner.study.objective import TrialSettings
+from tuner.text import finite_or_none
+from tuner.trial_attrs import qps_of
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def _bounds(record: TrialRecord) -> tuple[float, float, float]:
+    """``(qps, low, high)``; without an interval the bounds are the qps itself."""
+    qps = float(record.metrics["qps"])
+    low = finite_or_none(record.metrics.get("qps_ci_low"))
+    high = finite_or_none(record.metrics.get("qps_ci_high"))
+    return qps, qps if low is None else low, qps if high is None else high
+
+
+def candidates(records: Sequence[TrialRecord], tolerance: float, max_configs: int) -> list[TrialRecord]:
+    """The configs worth confirming (see the module docstring), plateau first; empty when fewer than two."""
+    feasible = [r for r in merge_repeats(records) if r.feasible and finite_or_none(r.metrics.get("qps")) is not None]
+    if len(feasible) < 2 or max_configs < 2:
+        return []
+    by_qps = sorted(feasible, key=lambda r: -_bounds(r)[0])
+    plateau = by_qps[0]
+    _, plateau_low, _ = _bounds(plateau)
+    could_be_best = [r for r in by_qps[1:] if _bounds(r)[2] >= plateau_low]
+    could_be_knee = sorted(
+        (r for r in feasible if r is not plateau and _bounds(r)[2] >= (1 - tolerance) * plateau_low),
+        key=lambda r: config_cost(r.params),
+    )
+    chosen: list[TrialRecord] = [plateau]
+    for r in [*could_be_knee[:1], *could_be_best, *could_be_knee[1:]]:
+        if len(chosen) >= max_configs:
+            break
+        if all(config_key(r.params) != config_key(c.params) for c in chosen):
+            chosen.append(r)
+    return chosen if len(chosen) >= 2 else []
+
+
+def run_confirmation(settings: TrialSettings, *, rounds: int, max_configs: int, seed: int) -> dict[str, Any]:
+    """Measure the candidates ``rounds`` times, interleaved; returns what was done (for the run's result)."""
+    spec, study = settings.spec, settings.study
+    chosen = candidates(trial_records(study.get_trials(deepcopy=False)), spec.knee.tolerance, max_configs)
+    if not chosen or rounds < 1:
+        return {"rounds": 0, "configs": [], "reason": "fewer than two candidate configs"}
+    session = uuid.uuid4().hex[:12]
+    rng = random.Random(seed)
+    configs = [dict(r.params) for r in chosen]
+    settings.emit({"event": "confirm_start", "configs": configs, "rounds": rounds, "session": session})
+    numbers: list[int] = []
+    for r in range(rounds):
+        order = list(range(len(configs)))
+        rng.shuffle(order)
+        for slot, i in enumerate(order):
+            marks = {"confirm": {"session": session, "round": r, "slot": slot, "config": i}}
+            settings.emit({"event": "confirm_trial", "round": r + 1, "of": rounds, "params": configs[i]})
+            trial = measure_as_trial(settings, configs[i], marks)
+            numbers.append(trial.number)
+    settings.emit({"event": "confirm_end", "session": session, "trials": numbers})
+    return {"rounds": rounds, "configs": configs, "session": session, "trials": numbers}
+
+
+def confirmation_rounds(trials: Sequence[Any]) -> dict[str, Any] | None:
+    """The latest confirmation session of a study's trials: ``{"session", "configs", "qps_by_round"}``.
+
+    ``qps_by_round[i]`` holds config ``i``'s qps in rounds ``0..R-1`` (NaN where a measurement failed);
+    ``configs[i]`` its params. Works on Optuna's trials and on the report's SQL rows alike.
+    """
+    sessions: dict[str, list[Any]] = {}
+    for t in trials:
+        mark = t.user_attrs.get("confirm")
+        if isinstance(mark, Mapping) and mark.get("session"):
+            sessions.setdefault(str(mark["session"]), []).append(t)
+    if not sessions:
+        return None
+    latest = max(sessions.values(), key=lambda ts: max(t.number for t in ts))
+    rounds = 1 + max(int(t.user_attrs["confirm"]["round"]) for t in latest)
+    configs: dict[int, dict[str, Any]] = {}
+    qps: dict[int, list[float]] = {}
+    for t in latest:
+        mark = t.user_attrs["confirm"]
+        i = int(mark["config"])
+        configs[i] = dict(t.user_attrs.get("config") or t.params)
+        value = qps_of(t)
+        qps.setdefault(i, [math.nan] * rounds)[int(mark["round"])] = math.nan if value is None else value
+    order = sorted(configs)
+    return {
+        "session": str(latest[0].user_attrs["confirm"]["session"]),
+        "configs": [configs[i] for i in order],
+        "qps_by_round": [qps[i] for i in order],
+        "trials": sorted(t.number for t in latest),
+    }
