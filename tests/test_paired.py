@@ -94,9 +94,10 @@ def test_the_knee_confidence_is_the_one_sided_t_probability() -> None:
     assert lenient.knee_confidence == pytest.approx(0.887298, abs=1e-6)
 
 
-def test_a_noisy_cheap_config_can_tie_without_qualifying_as_the_knee() -> None:
+def test_a_noisy_cheap_config_that_ties_is_the_knee_without_proof_of_the_band() -> None:
     # ratios 0.80, 1.05, 0.85, 0.98: the interval of their mean reaches above 1 (not significantly worse),
-    # but its one-sided bound is far below 0.9
+    # but its one-sided bound is far below 0.9: it is the best (cheapest tie), so the knee too, with the low
+    # probability as its confidence
     ref = [100.0, 100.0, 100.0, 100.0]
     noisy = [80.0, 105.0, 85.0, 98.0]
     params = {"ref": {"pool_size": 2}, "noisy": {"pool_size": 1}}
@@ -104,8 +105,9 @@ def test_a_noisy_cheap_config_can_tie_without_qualifying_as_the_knee() -> None:
     assert result.reference == "ref"
     assert result.ratios["noisy"].high > 1.0
     assert result.tie_set == ("noisy", "ref") and result.best == "noisy"
-    assert result.knee == "ref"
+    assert result.knee == "noisy"
     assert 0.3 < result.probabilities["noisy"] < 0.8
+    assert result.knee_confidence == result.probabilities["noisy"]
 
 
 def test_missing_rounds_are_left_out_pairwise() -> None:
@@ -161,3 +163,13 @@ def test_bad_input_is_refused() -> None:
         paired_decision({}, params)
     with pytest.raises(ValueError, match="positive finite"):
         paired_decision({"a": [math.nan], "b": [0.0]}, params)
+
+
+def test_the_knee_is_never_costlier_than_the_best() -> None:
+    # 3 noisy rounds: pool 9 (~0.92 of the plateau) is tied with the plateau but not proven >= 0.9 at 95 %
+    qps = {9: [840.0, 905.0, 800.0], 12: [880.0, 880.0, 870.0], 15: [900.0, 890.0, 915.0]}
+    params = {k: {"pool_size": k} for k in qps}
+    decision = paired_decision(qps, params, 0.10)
+    assert decision.probabilities[9] < 0.95  # neither proven in the band...
+    assert 9 in decision.tie_set  # ...nor told apart from the plateau
+    assert decision.best == 9 and decision.knee == 9

@@ -21,7 +21,9 @@ ratio is a geometric mean, its interval is positive and asymmetric like the rati
   ``P = F_t((mean(log r) - log(1 - tolerance)) / se, n - 1)`` (:func:`t_probability_at_least`) is
   ``>= confidence`` -- the same as the one-sided lower bound of the mean log ratio being
   ``>= log(1 - tolerance)``. ``knee_confidence`` is that ``P``. The reference always qualifies (its ratio is
-  1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does.
+  1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does. A member of the tie
+  set qualifies too (it cannot be told from the plateau, so it is in the band): the knee is never costlier
+  than the best, even when too few noisy rounds prove neither.
 * **tie set**: the configurations not significantly worse than the reference: the upper end of their
   two-sided ``confidence`` interval is ``>= 1`` (the interval contains 1 or lies above it). **best** is
   the cheapest member.
@@ -152,8 +154,10 @@ def paired_decision(
         probabilities[k] = t_probability_at_least(diffs, bound)
 
     ranked = sorted(keys, key=lambda k: (cost(k), -_or(ratios[k].mean, -math.inf), order[k]))
-    knee = next(k for k in ranked if k == reference or probabilities[k] >= confidence)
     tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and ratios[k].high >= 1.0 - _EPS))
+    # a member of the tie set cannot be told from the plateau, so it is in the tolerance band too: the knee is
+    # never costlier than the best (few rounds of a noisy config may qualify neither way)
+    knee = next(k for k in ranked if k in tie_set or probabilities[k] >= confidence)
     return PairedDecision(
         reference=reference,
         knee=knee,
