@@ -36,15 +36,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def count(backend: type[Backend], pool: int, threads: int, cores: int = 2, rps: int = 1, **options: Any) -> int | None:
-    return backend.host_threads(
+    demand = backend.host_threads(
         pool_size=pool, threads=threads, requests_per_sync=rps, options=options, usable_cores=cores
     )
+    return None if demand is None else demand[0]
 
 
-def origin(backend: type[Backend], pool: int, threads: int, cores: int = 2, **options: Any) -> str:
-    return backend.host_threads_origin(
+def origin(backend: type[Backend], pool: int, threads: int, cores: int = 2, **options: Any) -> str | None:
+    demand = backend.host_threads(
         pool_size=pool, threads=threads, requests_per_sync=1, options=options, usable_cores=cores
     )
+    return None if demand is None else demand[1]
 
 
 def spec_of(tmp_path: Path, text: str, name: str = "w.yaml") -> Spec:

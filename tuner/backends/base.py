@@ -29,8 +29,8 @@ Contract (every implementation runs ``tests/test_backend_contract.py``):
   default is ``pool_size x threads`` when ``cpu_bound`` (the class attribute, True by default) and None
   when not, so a plugin that only sets ``cpu_bound = False`` is device-bound. Override it where the
   runtime spends host threads differently (ONNX Runtime's inter-op pool; OpenVINO's CPU plugin, which
-  caps its threads at the cores), and :meth:`Backend.host_threads_origin` with it: the few words a pruned
-  config's reason gives for the count (``"pool_size 2 x threads 2 on onnxruntime"``). ``options`` are the
+  caps its threads at the cores). It returns the count with the few words a pruned config's reason gives
+  for it: ``(4, "pool_size 2 x threads 2 on onnxruntime")``. ``options`` are the
   raw fixed and searched backend options of the config; ``usable_cores`` the cores this process may use.
 """
 
@@ -159,35 +159,16 @@ class Backend(ABC):
         requests_per_sync: int,
         options: Mapping[str, Any],
         usable_cores: int,
-    ) -> int | None:
-        """Host threads a pool of ``pool_size`` instances keeps computing at once; None: device-bound.
+    ) -> tuple[int, str] | None:
+        """``(host threads a pool of pool_size instances keeps computing at once, how that adds up)``.
 
+        The second item is the few words a pruned config's reason gives for the count; None: device-bound.
         Default: ``pool_size x threads`` for a ``cpu_bound`` backend (each instance computes on its
         ``threads``; the requests in flight share them), None otherwise.
         """
-        return pool_size * threads if cls.cpu_bound else None
-
-    @classmethod
-    def host_threads_origin(
-        cls,
-        *,
-        pool_size: int,
-        threads: int,
-        requests_per_sync: int,
-        options: Mapping[str, Any],
-        usable_cores: int,
-    ) -> str:
-        """Where :meth:`host_threads`' count comes from, in a few words, for a pruned config's reason."""
-        count = cls.host_threads(
-            pool_size=pool_size,
-            threads=threads,
-            requests_per_sync=requests_per_sync,
-            options=options,
-            usable_cores=usable_cores,
-        )
-        if count == pool_size * threads:
-            return f"pool_size {pool_size} x threads {threads} on {cls.name}"
-        return f"{cls.name}'s count for pool_size {pool_size}, threads {threads}, requests_per_sync {requests_per_sync}"
+        if not cls.cpu_bound:
+            return None
+        return pool_size * threads, f"pool_size {pool_size} x threads {threads} on {cls.name}"
 
     @abstractmethod
     def open(self, config: RuntimeConfig) -> Instance:

@@ -187,27 +187,13 @@ class OnnxRuntimeBackend(Backend):
         requests_per_sync: int,
         options: Mapping[str, Any],
         usable_cores: int,
-    ) -> int | None:
+    ) -> tuple[int, str] | None:
         """``pool_size`` x a session's busy threads: ``threads``, plus ``inter_op_threads - 1`` when parallel."""
         opts: OrtOptions = cls.validate_options(options)  # type: ignore[assignment]
         if opts.provider not in CPU_PROVIDERS:
             return None
-        return pool_size * _session_threads(opts, threads)[0]
-
-    @classmethod
-    def host_threads_origin(
-        cls,
-        *,
-        pool_size: int,
-        threads: int,
-        requests_per_sync: int,
-        options: Mapping[str, Any],
-        usable_cores: int,
-    ) -> str:
-        opts: OrtOptions = cls.validate_options(options)  # type: ignore[assignment]
-        if opts.provider not in CPU_PROVIDERS:
-            return f"{opts.provider} computes on its device"
-        return f"pool_size {pool_size} x {_session_threads(opts, threads)[1]} on {cls.name}"
+        busy, how = _session_threads(opts, threads)
+        return pool_size * busy, f"pool_size {pool_size} x {how} on {cls.name}"
 
     def versions(self) -> dict[str, str]:
         import onnxruntime as ort

@@ -369,24 +369,9 @@ class OpenVinoBackend(Backend):
         requests_per_sync: int,
         options: Mapping[str, Any],
         usable_cores: int,
-    ) -> int | None:
+    ) -> tuple[int, str] | None:
         """Compiled models x ``min(INFERENCE_NUM_THREADS, cores)``; None off the CPU (module docstring)."""
-        demand = _demand(cls.validate_options(options), pool_size, threads, usable_cores)  # type: ignore[arg-type]
-        return None if demand is None else demand[0]
-
-    @classmethod
-    def host_threads_origin(
-        cls,
-        *,
-        pool_size: int,
-        threads: int,
-        requests_per_sync: int,
-        options: Mapping[str, Any],
-        usable_cores: int,
-    ) -> str:
-        opts: OpenVinoOptions = cls.validate_options(options)  # type: ignore[assignment]
-        demand = _demand(opts, pool_size, threads, usable_cores)
-        return f"OpenVINO device {opts.device} computes there" if demand is None else demand[1]
+        return _demand(cls.validate_options(options), pool_size, threads, usable_cores)  # type: ignore[arg-type]
 
     def open(self, config: RuntimeConfig) -> OvInstance:
         opts: OpenVinoOptions = self.options  # type: ignore[assignment]

@@ -153,7 +153,8 @@ def backend_host_threads(spec: Spec, params: Mapping[str, Any], *, usable_cores:
         "options": config_options(spec, params),
         "usable_cores": usable_cores,
     }
-    count = backend.host_threads(**shape)
-    if count is None:
+    demand = backend.host_threads(**shape)
+    if demand is None:
         return None
-    return HostThreads(int(count), backend.host_threads_origin(**shape))
+    count, origin = demand
+    return HostThreads(int(count), origin)
