@@ -9,13 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _wait import wait_until
 
 from tuner.backends.sim import SimBackend
 from tuner.config.spec import load_spec
@@ -53,14 +53,6 @@ def build(raw: list[dict[str, Any]], image_dir: Path, backend: Any = None, **kwa
         extra["sleep"] = sleep
     return Pipeline(validate_stages(raw), images=list_images(image_dir), params=kwargs, backend=backend, **extra)
 
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``condition``; the timeout only turns a hang into a failure, it is never what a test checks."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"the pipeline never got there: {what}")
-        time.sleep(0.002)
 
 
 def run_until(p: Pipeline, completions: int) -> None:

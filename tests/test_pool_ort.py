@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from _wait import wait_until
 from onnx import TensorProto, helper
 
 from tuner.backends.base import Instance, RuntimeConfig
@@ -217,14 +217,6 @@ class CountingOrtBackend(OnnxRuntimeBackend):
         self.opened.append(inst)
         return inst
 
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``condition``; the timeout only turns a hang into a failure, it is never what a test checks."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never got there: {what}")
-        time.sleep(0.005)
 
 
 def drive(pool: PoolWorkload, backend: CountingOrtBackend, calls: int, *, first_request: bool = True) -> None:

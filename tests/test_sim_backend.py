@@ -12,11 +12,11 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psutil
 import pytest
+from _wait import wait_until
 
 from tuner.backends.base import RuntimeConfig
 from tuner.backends.registry import get_backend
@@ -26,13 +26,6 @@ from tuner.errors import BackendError
 QUIET = {"noise": 0.0, "load_ms": 0.0, "memory_mb_per_runtime": 0}
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``condition``; the timeout only turns a hang into a failure, it is never what a test checks."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never got there: {what}")
-        time.sleep(0.001)
 
 
 class VirtualTime:
