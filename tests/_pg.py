@@ -135,6 +135,7 @@ def sim_workload(
             # shared-study and fault tests count the search's trials: no confirmation round, no drift references
             "confirm": {"rounds": 0},
             "drift": {"every": 0},
+            "early_stop": False,  # these tests count complete trials; a stopped one is PRUNED
             **(study or {}),
         },
     }

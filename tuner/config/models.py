@@ -133,6 +133,8 @@ class StudySection(_Strict):
     heartbeat_grace_s: int = Field(60, ge=2, le=86400)
     confirm: ConfirmSection = Field(default_factory=ConfirmSection)
     drift: DriftSection = Field(default_factory=DriftSection)
+    #: stop a trial early once its windows show it can be neither the knee nor the best
+    early_stop: bool = True
 
     @model_validator(mode="after")
     def _grace(self) -> StudySection:

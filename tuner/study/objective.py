@@ -109,8 +109,10 @@ class TrialAttempt:
             return _reuse(s.study, trial, decision.reuse, s.spec)
         if not decision.measure:
             _stand_back(trial, decision)
-        records = trial_records(s.study.get_trials(deepcopy=False))
-        stopper = EarlyStop.for_trial(records, params, s.spec.knee.tolerance)
+        stopper = EarlyStop(None, None)  # never stops
+        if s.spec.study.early_stop:
+            records = trial_records(s.study.get_trials(deepcopy=False))
+            stopper = EarlyStop.for_trial(records, params, s.spec.knee.tolerance)
         result = measure_config(
             s.spec, params, model_path=s.model_path, on_event=stopper.wrap(s.emit), should_stop=stopper.reason
         )
