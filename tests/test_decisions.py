@@ -137,12 +137,30 @@ def test_candidates_are_the_plateau_the_knee_candidate_and_what_could_be_best() 
     assert candidates(records[:1], 0.10, 3) == []
 
 
+def test_candidates_of_equal_cost_fill_the_slots_in_the_params_order() -> None:
+    def rec(number: int, params: dict[str, int], qps: float) -> TrialRecord:
+        return TrialRecord(number, params, {"qps": qps, "qps_ci_low": qps * 0.98, "qps_ci_high": qps * 1.02}, True)
+
+    plateau = rec(0, {"batch_size": 2, "pool_size": 2}, 100.0)
+    # three configs of one cost (2 samples in flight, 1 thread each), all in the band, in scrambled qps order
+    others = [
+        rec(1, {"batch_size": 1, "pool_size": 2}, 99.0),
+        rec(2, {"batch_size": 2, "pool_size": 1}, 93.0),
+        rec(3, {"batch_size": 1, "pool_size": 1, "requests_per_sync": 2}, 97.0),
+    ]
+    for order in (others, others[::-1]):
+        chosen = [r.number for r in candidates([plateau, *order], 0.10, 3)]
+        # the plateau, then by the params' order: batch_size 1 first, then pool_size 1 before 2
+        assert chosen == [0, 3, 1]
+
+
 # ------------------------------------------------------------------------------------ drift
 
 
 def test_drift_references_are_measured_every_n_trials_and_reported(tmp_path: Path) -> None:
     path = workload(
-        tmp_path, study={"trials": 5, "drift": {"every": 2}, "confirm": {"rounds": 0}},
+        tmp_path,
+        study={"trials": 5, "drift": {"every": 2}, "confirm": {"rounds": 0}},
         search={"pool_size": [1, 2, 3, 6, 9]},
     )
     result = optimize(load_spec(path))
@@ -205,8 +223,14 @@ def test_a_stopped_child_comes_back_as_stopped_with_its_windows() -> None:
         "options": {"units": 1, "service_ms": 2.0, "host_overhead_ms": 0.5},
         "params": {"pool_size": 1, "threads": 1, "requests_per_sync": 1, "batch_size": 1},
         # windows never agree within 0.001: without the stop the child would measure until max_s
-        "measure": {"warmup_s": 0.1, "window_s": 0.1, "stable_windows": 50, "stability": 0.001, "max_s": 60.0,
-                    "min_window_requests": 2},
+        "measure": {
+            "warmup_s": 0.1,
+            "window_s": 0.1,
+            "stable_windows": 50,
+            "stability": 0.001,
+            "max_s": 60.0,
+            "min_window_requests": 2,
+        },
     }
     stop = EarlyStop(bar_qps=math.inf, candidate={"pool_size": 1})  # everything is below an infinite bar
     result = run_job(job, timeout_s=120, on_event=stop.wrap(lambda _e: None), should_stop=stop.reason)

@@ -119,7 +119,12 @@ def test_openvino_streams_are_capped_at_the_cores_and_instances_add_up() -> None
     assert count(OpenVinoBackend, 4, 4, device="HETERO:GPU,NPU") is None
     assert count(OpenVinoBackend, 3, 1, cores=2, device="AUTO:GPU,CPU", pool_mode="instances") == 3
     assert [computes_on_cpu(d) for d in ("CPU", "AUTO", "MULTI:CPU,GPU", "GPU.1", "NPU", "AUTO:GPU")] == [
-        True, True, True, False, False, False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
     ]
 
 
@@ -177,8 +182,7 @@ def test_openvino_two_streams_of_two_threads_on_two_cores_is_measured(tmp_path: 
 
 def test_onnx_runtime_pool_is_pruned_with_the_rule_and_how_to_lift_it(tmp_path: Path) -> None:
     text = (
-        "workload: {kind: pool, backend: onnxruntime, model: zoo:tiny}\n"
-        "search: {pool_size: [1, 2], threads: [1, 2]}\n"
+        "workload: {kind: pool, backend: onnxruntime, model: zoo:tiny}\nsearch: {pool_size: [1, 2], threads: [1, 2]}\n"
     )
     spec = spec_of(tmp_path, text)
     assert reason(spec, 2, pool_size=2, threads=2) == (

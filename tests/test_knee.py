@@ -392,6 +392,28 @@ def test_a_curve_still_rising_10_percent_on_its_last_pool_step_is_not_confirmed(
     assert result.reason == "still rising at the edge of the range: extend pool_size beyond 6"
 
 
+def test_a_last_step_within_the_noise_is_not_called_rising() -> None:
+    # the same means as above (+10 % on the last step), but each trial's 95 % interval is +-6 %: the step
+    # proves only 990 * 0.94 / (900 * 1.06) - 1 = -2.5 %, no evidence that the range is unfinished
+    trials = [
+        TrialRecord(i, {"pool_size": v}, {"qps": q, "qps_ci_low": q * 0.94, "qps_ci_high": q * 1.06})
+        for i, (v, q) in enumerate(zip([1, 2, 3, 4, 5, 6], [200.0, 400.0, 600.0, 800.0, 900.0, 990.0], strict=True))
+    ]
+    result = find_knee(trials)
+    assert knee_value(result, "pool_size") == 5
+    assert result.edge == () and result.confirmed
+    # tight intervals (+-1 %) keep the step's +7.9 % proven gain: still rising
+    tight = [
+        TrialRecord(
+            r.number,
+            dict(r.params),
+            {**r.metrics, "qps_ci_low": r.metrics["qps"] * 0.99, "qps_ci_high": r.metrics["qps"] * 1.01},
+        )
+        for r in trials
+    ]
+    assert find_knee(tight).edge == (("pool_size", 6),)
+
+
 def test_a_saturated_curve_is_confirmed() -> None:
     # the last step gains 910 / 900 = +1.1 %: saturated
     result = find_knee(table("pool_size", [1, 2, 3, 4, 5, 6], [200, 400, 600, 800, 900, 910]))

@@ -173,3 +173,21 @@ def test_the_knee_is_never_costlier_than_the_best() -> None:
     assert decision.probabilities[9] < 0.95  # neither proven in the band...
     assert 9 in decision.tie_set  # ...nor told apart from the plateau
     assert decision.best == 9 and decision.knee == 9
+
+
+def test_configs_of_equal_cost_are_chosen_in_the_params_order_not_by_their_noise() -> None:
+    # two ways to keep 2 samples in flight on 1 thread, both at ~97 % of the plateau; whichever measured
+    # higher, the knee is the one first in the params' order (batch_size 1, then 2)
+    params = {
+        "b2": {"batch_size": 2, "requests_per_sync": 1, "threads": 1},
+        "r2": {"batch_size": 1, "requests_per_sync": 2, "threads": 1},
+        "plateau": {"batch_size": 2, "requests_per_sync": 2, "threads": 1},
+    }
+    rng = np.random.default_rng(3)
+    for lead in ("b2", "r2"):
+        base = {"b2": 0.965, "r2": 0.965, "plateau": 1.0}
+        base[lead] += 0.02
+        rounds = {k: (100.0 * v * (1.0 + 0.005 * rng.standard_normal(6))).tolist() for k, v in base.items()}
+        decision = paired_decision(rounds, params, tolerance=0.10)
+        assert decision.ratios[lead].mean > decision.ratios["b2" if lead == "r2" else "r2"].mean
+        assert decision.knee == "r2"

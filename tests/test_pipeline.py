@@ -54,7 +54,6 @@ def build(raw: list[dict[str, Any]], image_dir: Path, backend: Any = None, **kwa
     return Pipeline(validate_stages(raw), images=list_images(image_dir), params=kwargs, backend=backend, **extra)
 
 
-
 def run_until(p: Pipeline, completions: int) -> None:
     """Run until the sink has seen ``completions`` items (however long that takes here), then stop."""
     p.load()

@@ -218,7 +218,6 @@ class CountingOrtBackend(OnnxRuntimeBackend):
         return inst
 
 
-
 def drive(pool: PoolWorkload, backend: CountingOrtBackend, calls: int, *, first_request: bool = True) -> None:
     """Load, start, and run until every instance has served ``calls`` calls (however long that takes here)."""
     pool.load()

@@ -26,8 +26,6 @@ from tuner.errors import BackendError
 QUIET = {"noise": 0.0, "load_ms": 0.0, "memory_mb_per_runtime": 0}
 
 
-
-
 class VirtualTime:
     """A discrete-event clock for the sim's threads: its ``sleep`` parks the caller until virtual time reaches
     its wake-up.

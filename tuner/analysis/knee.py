@@ -337,7 +337,10 @@ def _edge(
         if not lower:
             continue
         below = max(lower, key=lambda vc: vc[0])[1]
-        gain = best.qps / below.qps - 1.0 if below.qps > 0 else math.inf
+        # the gain the intervals prove (the best's lower end over the step below's upper end): noise alone
+        # (a config measured a few % high) does not make a range look unfinished
+        best_low, below_high = _ci_end(best, "qps_ci_low"), _ci_end(below, "qps_ci_high")
+        gain = best_low / below_high - 1.0 if below_high > 0 else math.inf
         if not gain > tolerance / 2.0:
             continue
         # the knee is at risk if it is the best itself, or if one more step with the same gain would lift
@@ -345,6 +348,12 @@ def _edge(
         if knee is best or knee.qps < (1.0 - tolerance) * plateau * (1.0 + gain) * (1.0 - _EPS):
             out.append((axis, best.record.params[axis]))
     return tuple(out)
+
+
+def _ci_end(config: _Config, name: str) -> float:
+    """One end of ``config``'s qps interval (``qps_ci_low``/``qps_ci_high``); its qps when it has none."""
+    value = finite_or_none(config.record.metrics.get(name))
+    return config.qps if value is None else value
 
 
 def _describe(params: Mapping[str, Any]) -> str:
@@ -392,7 +401,9 @@ def find_knee(
     the largest measured value among the feasible configurations, the measured configuration one step
     lower on that axis (the largest smaller value, every other parameter equal) exists, and
 
-    * the last step gained more than half the tolerance: ``gain = qps_best / qps_below - 1 > tolerance / 2``,
+    * the last step gained more than half the tolerance, as far as the intervals show it: ``gain =
+      qps_ci_low(best) / qps_ci_high(below) - 1 > tolerance / 2`` (each end is the qps itself when the
+      configuration has no interval), so a step that is within the noise does not look unfinished,
     * and that can move the knee: the knee is the best itself, or one more step with the same gain would
       lift the threshold above the knee, ``qps_knee < (1 - tolerance) * plateau * (1 + gain)``.
 

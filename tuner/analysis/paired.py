@@ -17,7 +17,8 @@ ratio is a geometric mean, its interval is positive and asymmetric like the rati
   shifts every configuration measured in the same rounds equally and cannot change the reference, where
   an arithmetic mean would weight the rounds by the drift. Ties go to the cheaper configuration.
 * **knee**: the cheapest configuration (:func:`tuner.analysis.knee.config_cost`, then peak memory when
-  given) whose mean ratio is ``>= 1 - tolerance`` with the stated confidence, one-sided: its probability
+  given, then the params' own order -- never the measured ratio, so noise does not choose between equals)
+  whose mean ratio is ``>= 1 - tolerance`` with the stated confidence, one-sided: its probability
   ``P = F_t((mean(log r) - log(1 - tolerance)) / se, n - 1)`` (:func:`t_probability_at_least`) is
   ``>= confidence`` -- the same as the one-sided lower bound of the mean log ratio being
   ``>= log(1 - tolerance)``. ``knee_confidence`` is that ``P``. The reference always qualifies (its ratio is
@@ -153,7 +154,8 @@ def paired_decision(
         ratios[k] = _ratio_interval(diffs, confidence)
         probabilities[k] = t_probability_at_least(diffs, bound)
 
-    ranked = sorted(keys, key=lambda k: (cost(k), -_or(ratios[k].mean, -math.inf), order[k]))
+    # equal costs in the params' own order, not by the measured ratio: noise does not pick between them
+    ranked = sorted(keys, key=lambda k: (cost(k), _canonical(params[k]), order[k]))
     tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and ratios[k].high >= 1.0 - _EPS))
     # a member of the tie set cannot be told from the plateau, so it is in the tolerance band too: the knee is
     # never costlier than the best (few rounds of a noisy config may qualify neither way)
@@ -171,5 +173,13 @@ def paired_decision(
     )
 
 
-def _or(value: float, default: float) -> float:
-    return value if math.isfinite(value) else default
+def _canonical(params: Mapping[str, Any]) -> tuple[tuple[str, int, float, str], ...]:
+    """A fixed order of configurations: by parameter name, numbers by value before anything else by text."""
+    out = []
+    for name in sorted(params):
+        value = params[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((name, 0, float(value), ""))
+        else:
+            out.append((name, 1, 0.0, repr(value)))
+    return tuple(out)

@@ -350,9 +350,7 @@ class OpenVinoBackend(Backend):
         try:
             model.reshape(shapes)
         except Exception as err:  # noqa: BLE001
-            raise BackendError(
-                f"OpenVINO could not reshape {self.model} to batch {batch}: {first_line(err)}"
-            ) from None
+            raise BackendError(f"OpenVINO could not reshape {self.model} to batch {batch}: {first_line(err)}") from None
         self._models[batch] = model
         return model
 
@@ -387,8 +385,7 @@ class OpenVinoBackend(Backend):
                     compiled = self._ov_core().compile_model(model, opts.device, props)
                 except Exception as err:  # noqa: BLE001
                     raise BackendError(
-                        f"OpenVINO could not compile {self.model} for {opts.device} with {props}: "
-                        f"{first_line(err)}"
+                        f"OpenVINO could not compile {self.model} for {opts.device} with {props}: {first_line(err)}"
                     ) from None
                 shared = self._compiled[key] = _Compiled(compiled, streams)
             shared.users += 1

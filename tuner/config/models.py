@@ -109,7 +109,7 @@ class ConfirmSection(_Strict):
     """``study.confirm``: the paired confirmation round after the search (``rounds: 0`` skips it)."""
 
     rounds: int = Field(3, ge=0, le=100)
-    max_configs: int = Field(3, ge=2, le=20)
+    max_configs: int = Field(4, ge=2, le=20)
 
 
 class DriftSection(_Strict):

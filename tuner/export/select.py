@@ -105,9 +105,11 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         )
     # best and knee carry the analysis' metrics (a configuration measured several times: the means)
     doc = report.get(kind) if kind in ("best", "knee") else None
-    metrics = dict(doc["metrics"]) if doc else {
-        k: v for k, v in TrialAttrs.read(row.user_attrs).metrics.items() if not isinstance(v, dict)
-    }
+    metrics = (
+        dict(doc["metrics"])
+        if doc
+        else {k: v for k, v in TrialAttrs.read(row.user_attrs).metrics.items() if not isinstance(v, dict)}
+    )
     params = dict(doc["params"]) if doc else config_of(row)
     attrs = study.user_attrs
     platform = dict(attrs.get("platform") or {})

@@ -24,4 +24,3 @@ renderers); every name is re-exported here.
 from __future__ import annotations
 
 # names outside __all__ stay importable from here: ``import X as X`` marks them as re-exports
-

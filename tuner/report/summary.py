@@ -16,6 +16,7 @@ from tuner.metrics import METRICS
 from tuner.search.space import config_key
 from tuner.study.confirm import confirmation_rounds
 from tuner.study.ledger import trial_records
+from tuner.text import format_params
 from tuner.trial_attrs import config_of, failure_of, is_duplicate, qps_of
 
 #: metrics shown in a record (the rest stay in the storage)
@@ -92,14 +93,15 @@ def study_report(
     if confirmation is not None:
         decided_by = "paired rounds"
         best_doc, tie_set = confirmation.pop("best_doc"), confirmation.pop("tie_docs")
-        paired_knee = confirmation.pop("knee_doc")
+        paired_knee, paired_reason = confirmation.pop("knee_doc"), confirmation.pop("knee_reason")
         same = knee_doc is not None and knee_doc["params"] == paired_knee["params"]
         knee_doc = {
             **paired_knee,
             # saturation evidence (a costlier config measured, the edge rule) is the search's to give
             "confirmed": bool(knee.confirmed),
             "confidence": confirmation["knee_confidence"],
-            "reason": knee.reason,
+            # the search's reason when it saw no saturation; else what the rounds showed
+            "reason": knee.reason if not knee.confirmed else paired_reason,
             "extend": knee_doc["extend"] if knee_doc else [],
             "search_knee": None if same or knee_doc is None else knee_doc["params"],
         }
@@ -118,7 +120,7 @@ def study_report(
         "decided_by": decided_by,
         "confirmation": confirmation,
         "drift": _drift(trials, tolerance),
-        "knee_reason": knee.reason,
+        "knee_reason": knee_doc["reason"] if knee_doc else knee.reason,
         "pareto": [record_dict(r) for r in front],
         "top": [record_dict(r) for r in ranked[:top]],
         "failed": failed,
@@ -145,7 +147,17 @@ def _confirmation(trials: Sequence[Any], records: Sequence[TrialRecord], toleran
         ratio = decision.ratios[k]
         return {**base, "paired_ratio": ratio.mean, "paired_ratio_low": ratio.low, "paired_ratio_high": ratio.high}
 
+    knee_ratio = decision.ratios[decision.knee]
+    knee_reason = (
+        f"paired rounds: {format_params(params[decision.knee], sort=True)} is the plateau reference"
+        if decision.knee == decision.reference
+        else f"paired rounds: {format_params(params[decision.knee], sort=True)} gives {knee_ratio.mean:.3f} "
+        f"(95 % CI {knee_ratio.low:.3f}-{knee_ratio.high:.3f}) of the plateau reference "
+        f"{format_params(params[decision.reference], sort=True)} over {knee_ratio.n} rounds; P(within "
+        f"{tolerance:.0%}) = {decision.knee_confidence:.2f}"
+    )
     return {
+        "knee_reason": knee_reason,
         "session": rounds["session"],
         "rounds": len(rounds["qps_by_round"][0]),
         "trials": rounds["trials"],
@@ -188,4 +200,3 @@ def _drift(trials: Sequence[Any], tolerance: float) -> dict[str, Any] | None:
         "drifted": moved,
         "message": message,
     }
-

@@ -6,10 +6,13 @@ candidate once per round, in a shuffled order, each in a fresh process -- a conf
 the plateau candidate cancels what the round shares (:mod:`tuner.analysis.paired` decides from those
 ratios).
 
-Candidates (:func:`candidates`): the cheapest feasible config that reaches ``1 - tolerance`` of the plateau
-(the knee candidate), the plateau config itself, and every config whose qps interval reaches the plateau's
-(could be the best), then the cheapest configs that could still be the knee; at most
-``study.confirm.max_configs``. Each round's measurements are trials of the study marked
+Candidates (:func:`candidates`): the plateau config itself, then the configs whose qps interval reaches
+``1 - tolerance`` of the plateau's lower bound (could be the knee) cheapest first -- in cost order, equal
+costs in the params' own order, so which configs fill the slots does not depend on how each one's noise
+fell -- then the configs whose interval reaches the plateau's (could be the best); at most
+``study.confirm.max_configs``. The knee is decided among the cheap ones, and the tie set is what the rounds
+cannot tell from the plateau, so a cheap config that ties it is the best. Each round's measurements are
+trials of the study marked
 ``confirm = {"session", "round", "slot", "config"}``; a session is one confirmation of one run of the
 command, and the report decides from the latest complete one.
 """
@@ -50,12 +53,13 @@ def candidates(records: Sequence[TrialRecord], tolerance: float, max_configs: in
     plateau = by_qps[0]
     _, plateau_low, _ = _bounds(plateau)
     could_be_best = [r for r in by_qps[1:] if _bounds(r)[2] >= plateau_low]
+    # cost order, then the params' own order: which configs fill the slots does not depend on their noise
     could_be_knee = sorted(
         (r for r in feasible if r is not plateau and _bounds(r)[2] >= (1 - tolerance) * plateau_low),
-        key=lambda r: config_cost(r.params),
+        key=lambda r: (config_cost(r.params), config_key(r.params)),
     )
     chosen: list[TrialRecord] = [plateau]
-    for r in [*could_be_knee[:1], *could_be_best, *could_be_knee[1:]]:
+    for r in [*could_be_knee, *could_be_best]:
         if len(chosen) >= max_configs:
             break
         if all(config_key(r.params) != config_key(c.params) for c in chosen):

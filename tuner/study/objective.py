@@ -95,8 +95,9 @@ class TrialAttempt:
             for name in s.spec.axes
         }
         _write(trial, TrialAttrs(config=params, worker=s.worker))
-        s.emit({"event": "trial_start", "number": trial.number, "params": params, "index": self.index,
-                "target": s.target})
+        s.emit(
+            {"event": "trial_start", "number": trial.number, "params": params, "index": self.index, "target": s.target}
+        )
         reason = skip_reason(params, s.rules)
         if reason:
             _write(trial, TrialAttrs(skip_reason=reason))
@@ -118,8 +119,12 @@ class TrialAttempt:
         )
         if result.failure is not None and result.failure.kind == "stopped":
             reason = result.failure.message
-            _write(trial, TrialAttrs(metrics=dict(result.metrics), wall_s=result.wall_s, stopped_early=reason,
-                                     skip_reason=reason))
+            _write(
+                trial,
+                TrialAttrs(
+                    metrics=dict(result.metrics), wall_s=result.wall_s, stopped_early=reason, skip_reason=reason
+                ),
+            )
             _report_windows(trial, stopper.windows)
             raise optuna.TrialPruned(reason)
         outcome = result_outcome(s.spec, result)
@@ -164,16 +169,15 @@ def result_outcome(spec: Spec, result: TrialResult) -> MeasuredOutcome:
     if any(v is None or not math.isfinite(float(v)) for v in values):
         failure = {"kind": "error", "message": f"objective metric missing or NaN: {values}"}
         failed = "objective metric missing or not finite"
-    attrs = TrialAttrs(
-        **common, constraints=violations, feasible=all(v <= 0 for v in violations), failure=failure
-    )
+    attrs = TrialAttrs(**common, constraints=violations, feasible=all(v <= 0 for v in violations), failure=failure)
     return MeasuredOutcome(attrs, dict(zip(spec.constraints, violations, strict=True)), values, failed)
 
 
 def _stand_back(trial: Trial, decision: Claim) -> None:
     """Another worker measures this config, or the budget is taken: PRUNED, with the reason."""
-    _write(trial, TrialAttrs(yielded={"to": decision.yielded_to, "reason": decision.reason},
-                             skip_reason=decision.reason))
+    _write(
+        trial, TrialAttrs(yielded={"to": decision.yielded_to, "reason": decision.reason}, skip_reason=decision.reason)
+    )
     raise optuna.TrialPruned(decision.reason)
 
 
