@@ -41,3 +41,7 @@ class StudyError(TunerError):
     """A study cannot be created, resumed or continued (changed spec, repeated failures, ...)."""
 
     exit_code = 2
+
+
+class InputError(ModelError):
+    """A model input cannot be fed as the workload declares it (name, rank, dtype, open dimension, data)."""

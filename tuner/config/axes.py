@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from tuner.config.inputs import declared_inputs, dimension_axes
 from tuner.config.lines import _EXPECT, _clean_msg, _first_error, _LineMap, _nearest
 from tuner.config.models import RangeAxisModel, WorkloadFile
 from tuner.errors import SpecError
@@ -82,19 +83,38 @@ def check_axis_value(name: str, value: Any, *, where: str) -> Any:
     return value
 
 
+def _dimension_axes(model: WorkloadFile) -> dict[str, tuple[str, ...]]:
+    """The dimension axes the file's ``inputs`` name; a malformed infer stage is the pipeline's to report."""
+    try:
+        return dimension_axes(declared_inputs(model.workload))
+    except ValueError:
+        return {}
+
+
 def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_backend: bool) -> dict[str, Axis]:
     axes: dict[str, Axis] = {}
+    dims = _dimension_axes(model)
     for key, raw in model.search.items():
         loc = ("search", key)
         at = f"{where}:{lines.line(loc)}: search.{key}"
         if not isinstance(key, str) or not key:
             raise SpecError(f"{at}: expected a non-empty axis name")
-        if key not in CORE_AXES and not key.startswith(("options.", "stages.")):
+        if key not in CORE_AXES and key not in dims and not key.startswith(("options.", "stages.")):
             raise SpecError(
-                f"{at}: unknown axis{_nearest(key, CORE_AXES)} (valid: {', '.join(CORE_AXES)}, "
-                "options.<backend option>, stages.<stage>.workers)"
+                f"{at}: unknown axis{_nearest(key, [*CORE_AXES, *dims])} (valid: {', '.join(CORE_AXES)}, "
+                "options.<backend option>, stages.<stage>.workers, or a dimension named in an input's shape)"
             )
         axes[key] = _parse_axis(key, raw, at)
+        if key in dims:
+            _check_dimension_axis(axes[key], at)
+    for dim, users in dims.items():
+        if dim not in axes:
+            first = users[0]
+            raise SpecError(
+                f"{where}:{lines.line(('workload', 'inputs', first, 'shape'))}: inputs.{first}.shape names "
+                f"dimension {dim!r}, which is not an axis: declare it under search (e.g. 'search: {{{dim}: [128]}}' "
+                "for one value, or a list/range to tune it), or write the number in the shape"
+            )
     for key in CORE_AXES:
         axes.setdefault(key, Axis(name=key, kind="fixed", values=(1,)))
     # the four core axes first, in their usual order, then options and stages as written
@@ -106,6 +126,14 @@ def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_ba
                 "workload.options; keep one"
             )
     return axes
+
+
+def _check_dimension_axis(axis: Axis, at: str) -> None:
+    """A dimension axis takes positive integers only (it is a tensor dimension)."""
+    values = axis.grid() if axis.kind == "range" else axis.values
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_AXIS_VALUE:
+            raise SpecError(f"{at} = {value!r}: a dimension axis takes positive integers (it sizes an input)")
 
 
 def _parse_axis(name: str, raw: Any, at: str) -> Axis:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuner.config.inputs import InputDecl
+
 SAMPLERS = ("tpe", "grid", "random", "gp", "nsga2", "knee")
 
 
@@ -20,10 +22,13 @@ COMMAND_KEYS = ("command", "env", "cwd", "parse", "host_threads")
 #: keys of ``workload`` that only ``kind: pipeline`` takes
 PIPELINE_KEYS = ("stages", "images", "synthetic")
 
+#: keys of ``workload`` that only ``kind: pool`` takes (a pipeline declares its inputs on its infer stage)
+POOL_KEYS = ("inputs",)
+
 #: the built-in kinds' own keys of ``workload``: any other kind giving one is an error naming its kind. The
 #: kinds themselves are registered by name (entry-point group ``tuner.workloads``), not listed here; a
 #: third-party kind keeps its settings in ``workload.options``
-KIND_KEYS: dict[str, tuple[str, ...]] = {"pipeline": PIPELINE_KEYS, "command": COMMAND_KEYS}
+KIND_KEYS: dict[str, tuple[str, ...]] = {"pipeline": PIPELINE_KEYS, "command": COMMAND_KEYS, "pool": POOL_KEYS}
 
 
 class SyntheticImages(_Strict):
@@ -42,6 +47,8 @@ class WorkloadSection(_Strict):
     backend: str = "onnxruntime"
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # kind: pool only: what each model input is fed (tuner.config.inputs)
+    inputs: dict[str, InputDecl] = Field(default_factory=dict)
     # kind: command only; element types are checked with their line by tuner.workloads.command.job
     command: list[Any] | None = None
     env: dict[str, Any] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from tuner.config.lines import _format_validation, _LineMap, _nearest, _yaml_err
 from tuner.config.models import (
     COMMAND_KEYS,
     PIPELINE_KEYS,
+    POOL_KEYS,
     Bound,
     KneeSection,
     MeasureSection,
@@ -164,7 +165,7 @@ def _with_hash(spec: Spec) -> Spec:
     """Hash what changes measurements (workload, search, objectives, constraints, knee, measure)."""
     content = spec.model.model_dump(mode="json", exclude={"study"})
     # keys of other kinds, left unset, do not change the hash (studies made before they existed resume)
-    kind_keys = set(COMMAND_KEYS) | set(PIPELINE_KEYS)
+    kind_keys = set(COMMAND_KEYS) | set(PIPELINE_KEYS) | set(POOL_KEYS)
     for key in kind_keys - spec.model.workload.model_fields_set:
         content["workload"].pop(key, None)
     # workload.host_threads decides which configs the rules prune (like study.allow_oversubscription), not
