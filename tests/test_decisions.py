@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from tuner.analysis.knee import TrialRecord
 from tuner.config.spec import load_spec
 from tuner.execution.child import run_job
+from tuner.report.charts import study_figures
 from tuner.report.summary import study_report
 from tuner.study.confirm import candidates, confirmation_rounds
 from tuner.study.early_stop import MIN_WINDOWS, EarlyStop
@@ -176,6 +177,32 @@ def test_drift_references_are_measured_every_n_trials_and_reported(tmp_path: Pat
     drift = study_report(study, bootstrap=0)["drift"]
     assert [p[0] for p in drift["points"]] == [first, *(t.number for t in refs)]
     assert drift["relative"] >= 0 and isinstance(drift["drifted"], bool)
+
+
+def test_drift_correction_reads_every_trial_as_if_measured_with_the_first_reference(tmp_path: Path) -> None:
+    path = workload(
+        tmp_path,
+        study={"trials": 5, "drift": {"every": 2}, "confirm": {"rounds": 0}},
+        search={"pool_size": [1, 2, 3, 6, 9]},
+    )
+    text = path.read_text().replace("measure:\n", "measure:\n  drift_correction: true\n", 1)
+    path.write_text(text)
+    spec = load_spec(path)
+    assert spec.measure.drift_correction
+    result = optimize(spec)
+    study = optuna.load_study(study_name=result.study_name, storage=open_storage(spec.storage_url()))
+    report = study_report(study, top=20, bootstrap=0)
+    assert report["drift"]["corrected"] is True
+    first_number, first_qps = report["drift"]["points"][0]
+    refs = {t.number for t in study.trials if "drift" in t.user_attrs}
+    rows = {r["number"]: r["metrics"] for r in report["top"]}
+    for number in refs & set(rows):
+        # a re-measurement of the reference is exactly the reference's first figure once corrected
+        assert rows[number]["qps"] == pytest.approx(first_qps, rel=1e-9)
+        assert rows[number]["qps_raw"] == pytest.approx(rows[number]["qps"] * rows[number]["drift_factor"])
+    assert all("qps_raw" in m for m in rows.values())
+    charts = [c["id"] for c in study_figures(study, report)["charts"]]
+    assert charts[-1] == "drift"
 
 
 # ------------------------------------------------------------------------------------ early stop

@@ -62,3 +62,34 @@ def test_bad_points_are_refused() -> None:
         drift_series([(0, math.inf)])
     with pytest.raises(ValueError, match="positive"):
         drift_series([(0, 100.0), (1, 0.0)])
+
+
+def test_normalising_undoes_a_drift_that_the_reference_saw() -> None:
+    from tuner.analysis.drift import normalise_records
+    from tuner.analysis.knee import TrialRecord
+
+    # the machine slows linearly by 15 % from trial 0 to trial 10; the reference (100 qps when first
+    # measured) saw it at trials 0, 5 and 10; every config measured in between is slowed the same way
+    series = drift_series([(0, 100.0), (5, 92.5), (10, 85.0)])
+    true = {1: 300.0, 4: 500.0, 8: 520.0}
+    slowed = [
+        TrialRecord(
+            n,
+            {"pool_size": p},
+            {
+                "qps": q * (1 - 0.015 * n),
+                "qps_ci_low": q * (1 - 0.015 * n) * 0.98,
+                "window_qps": [q * (1 - 0.015 * n)] * 3,
+                "qps_cv": 0.01,
+            },
+        )
+        for n, (p, q) in zip((1, 4, 8), true.items(), strict=True)
+    ]
+    fixed = normalise_records(slowed, series)
+    for record, (_, q) in zip(fixed, true.items(), strict=True):
+        assert record.metrics["qps"] == pytest.approx(q)
+        assert record.metrics["qps_ci_low"] == pytest.approx(q * 0.98)
+        assert record.metrics["window_qps"] == pytest.approx([q] * 3)
+        assert record.metrics["qps_cv"] == 0.01  # a ratio: drift does not move it
+        assert record.metrics["qps_raw"] == pytest.approx(q * (1 - 0.015 * record.number))
+    assert slowed[0].metrics["qps"] == pytest.approx(300.0 * 0.985)  # the input is not changed

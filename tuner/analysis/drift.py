@@ -8,6 +8,8 @@ machine's drift (thermals, clocks, background load). :class:`DriftSeries` holds 
   (a series that rises 10 % and falls back drifted 10 %, though it ends where it began);
 * :meth:`DriftSeries.factor_at`: the reference's qps linearly interpolated at a trial number, over its
   first value (constant beyond the ends), so a trial normalises as ``qps / factor_at(number)``.
+* :func:`normalise_records`: every record's qps figures divided by that factor
+  (``measure.drift_correction: true``), the measured qps kept beside as ``qps_raw``.
 
 Pure functions, no I/O.
 """
@@ -15,12 +17,14 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["DriftSeries", "drift_series", "drifted"]
+from tuner.analysis.knee import TrialRecord
+
+__all__ = ["DriftSeries", "drift_series", "drifted", "normalise_records"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,35 @@ def drift_series(points: Iterable[tuple[int, float]]) -> DriftSeries:
 def drifted(series: DriftSeries, tolerance: float) -> bool:
     """Whether the reference moved by more than ``tolerance`` (relative) over the study."""
     return series.drift > tolerance
+
+
+#: the per-trial throughput figures that drift scales (everything measured in samples per second)
+_QPS_METRICS = ("qps", "qps_ci_low", "qps_ci_high")
+
+
+def normalise_records(records: Sequence[TrialRecord], series: DriftSeries) -> list[TrialRecord]:
+    """``records`` with every qps figure divided by the drift factor at its trial number.
+
+    ``qps``, its interval ends and its windows (``window_qps``) are scaled; the measured qps stays as
+    ``qps_raw`` and the factor as ``drift_factor``, so a table shows both. ``qps_cv`` is a ratio and does not
+    move. A record without a qps is returned as it is.
+    """
+    out = []
+    for record in records:
+        qps = record.metrics.get("qps")
+        if not isinstance(qps, int | float) or isinstance(qps, bool):
+            out.append(record)
+            continue
+        factor = series.factor_at(record.number)
+        metrics = dict(record.metrics)
+        for name in _QPS_METRICS:
+            value = metrics.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                metrics[name] = float(value) / factor
+        windows = metrics.get("window_qps")
+        if isinstance(windows, list):
+            metrics["window_qps"] = [w / factor if isinstance(w, int | float) else w for w in windows]
+        metrics["qps_raw"] = float(qps)
+        metrics["drift_factor"] = factor
+        out.append(replace(record, metrics=metrics))
+    return out

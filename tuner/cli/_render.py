@@ -28,7 +28,9 @@ def qps_pm(metrics: Mapping[str, Any]) -> str:
         return "-"
     low, high = finite_or_none(metrics.get("qps_ci_low")), finite_or_none(metrics.get("qps_ci_high"))
     half = num((high - low) / 2.0, 2) if low is not None and high is not None else "-"
-    return f"{num(qps)} ± {half}"
+    raw = finite_or_none(metrics.get("qps_raw"))
+    # measure.drift_correction: the corrected figure, and what was measured beside it
+    return f"{num(qps)} ± {half}" + (f" (measured {num(raw)})" if raw is not None else "")
 
 
 def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str] | None = None) -> Table:

@@ -233,4 +233,3 @@ def plan_inputs(inputs: Mapping[str, InputDecl], params: Mapping[str, Any], base
             "data": decl.data.to_plan(base_dir) if decl.data is not None else None,
         }
     return plan
-

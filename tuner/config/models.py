@@ -74,6 +74,8 @@ class MeasureSection(_Strict):
     max_repeats: int = Field(5, ge=2, le=100)  # repeats: auto measures at most this many times
     target_ci: float = Field(0.03, gt=0, lt=1)  # repeats: auto stops once the half-width / qps is at most this
     min_window_requests: int = Field(4, ge=1, le=100000)
+    # the analysis divides each trial's qps by the drift reference's interpolated factor (study.drift)
+    drift_correction: bool = False
 
     @field_validator("repeats", mode="before")
     @classmethod
@@ -92,7 +94,7 @@ class MeasureSection(_Strict):
 
     def child_settings(self) -> dict[str, Any]:
         """The steady-state settings one run measures with (the repeat keys are the parent's)."""
-        return self.model_dump(exclude={"repeats", "max_repeats", "target_ci"})
+        return self.model_dump(exclude={"repeats", "max_repeats", "target_ci", "drift_correction"})
 
     @property
     def max_runs(self) -> int:

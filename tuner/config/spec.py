@@ -175,6 +175,9 @@ def _with_hash(spec: Spec) -> Spec:
     if not spec.model.measure.auto_repeats:
         for key in ("max_repeats", "target_ci"):
             content["measure"].pop(key, None)
+    # drift correction changes the analysis, not a measurement; off, it is as if the key did not exist
+    if not spec.model.measure.drift_correction:
+        content["measure"].pop("drift_correction", None)
     content["name"] = spec.name
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Spec(**{**spec.__dict__, "spec_hash": digest})

@@ -278,8 +278,39 @@ def history_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def drift_chart(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The drift reference's qps against the trial number, with the knee tolerance around its first value.
+
+    None when the study has no drift references (``study.drift.every: 0``, or too few trials).
+    """
+    drift = report.get("drift")
+    if not drift or not drift.get("points"):
+        return None
+    xs = [p[0] for p in drift["points"]]
+    ys = [p[1] for p in drift["points"]]
+    tolerance = float(report.get("tolerance") or 0.1)
+    reference = format_params(drift.get("reference") or {}, hide_ones=True)
+    return {
+        "id": "drift",
+        "title": f"{report.get('study', '')}: drift of the reference config ({reference})",
+        "kind": "xy",
+        "x_label": "trial number",
+        "y_label": "reference qps (samples/s)",
+        "x_log": False,
+        "series": [{"name": "reference", "x": xs, "y": ys, "mode": "lines+markers"}],
+        "hlines": [
+            {"y": ys[0] * (1.0 + tolerance), "name": f"first +{tolerance:.0%}", "dash": True},
+            {"y": ys[0] * (1.0 - tolerance), "name": f"first -{tolerance:.0%}", "dash": True},
+        ],
+        "markers": [],
+        "note": drift.get("message") or f"moved {float(drift.get('relative') or 0.0):.1%} over the study",
+    }
+
+
 def study_figures(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
-    """The figure set of one study: ``{"name", "title", "summary": [lines], "charts": [4 charts]}``.
+    """The figure set of one study: ``{"name", "title", "summary": [lines], "charts": [4 or 5 charts]}``.
+
+    The fifth, the drift of the reference config (:func:`drift_chart`), when the study has drift references.
 
     ``study`` is a :class:`tuner.report.load.StudyData` (or anything with ``study_name``, ``trials`` of
     FrozenTrial-like rows and ``user_attrs``); ``report`` its :func:`~tuner.report.study_report`.
@@ -296,6 +327,7 @@ def study_figures(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
             latency_chart(records, report),
             importance_chart(study, report),
             history_chart(study, report),
+            *([drift] if (drift := drift_chart(report)) is not None else []),
         ],
     }
 

@@ -9,18 +9,17 @@ Each figure is first built as a plain *chart* dict (pure data, testable without 
      "markers": [{"x", "y", "name", "symbol"}],      # the knee, the best
      "note":    str | None}                           # e.g. why importance was left out
 
-:func:`study_figures` builds the four figures of a study -- the **saturation curve** (best qps per value
+:func:`study_figures` builds the figures of a study -- the **saturation curve** (best qps per value
 of the knee axis, one line per batch size or other axis, knee and plateau marked), **latency vs qps**
-with the Pareto front, Optuna's **parameter importance** and the **trial history** -- and
+with the Pareto front, Optuna's **parameter importance** and the **trial history**, plus the **drift** of
+the reference config when the study re-measured one -- and
 :func:`write_html` (plotly, one self-contained file, plotly.js inline) and :func:`write_pngs`
 (matplotlib, Agg) render any list of figure sets. Plotting libraries are imported inside the
 renderers only.
 
 Modules: :mod:`tuner.report.axes` (axis choice, saturation lines), :mod:`tuner.report.charts` (the chart
 dicts and figure sets), :mod:`tuner.report.plotly_html` and :mod:`tuner.report.matplotlib_png` (the
-renderers); every name is re-exported here.
+renderers); import each name from the module that defines it.
 """
 
 from __future__ import annotations
-
-# names outside __all__ stay importable from here: ``import X as X`` marks them as re-exports

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.analysis.drift import drift_series, drifted
+from tuner.analysis.drift import DriftSeries, drift_series, drifted, normalise_records
 from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee, merge_repeats
 from tuner.analysis.paired import paired_decision
 from tuner.analysis.pareto import pareto_front
@@ -20,7 +20,7 @@ from tuner.text import format_params
 from tuner.trial_attrs import config_of, failure_of, is_duplicate, qps_of
 
 #: metrics shown in a record (the rest stay in the storage)
-_SHOWN = (*METRICS, "qps_runs", "qps_spread")
+_SHOWN = (*METRICS, "qps_runs", "qps_spread", "qps_raw", "drift_factor")
 
 
 def record_dict(record: TrialRecord, *, all_metrics: bool = False) -> dict[str, Any]:
@@ -44,6 +44,12 @@ def study_report(
     tolerance = float(attrs.get("knee_tolerance", DEFAULT_TOLERANCE))
     objectives = [tuple(o) for o in attrs.get("objectives", [["qps", "maximize"]])]
     records = trial_records(trials)
+    drift_doc, series = _drift(trials, tolerance)
+    if drift_doc is not None and series is not None:
+        drift_doc["corrected"] = bool(attrs.get("drift_correction"))
+        if drift_doc["corrected"]:
+            # measure.drift_correction: the analysis reads qps as if measured when the reference first was
+            records = normalise_records(records, series)
     knee = find_knee(records, tolerance, bootstrap=bootstrap)
     counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "duplicates": 0, "confirmation": 0, "drift": 0}
     failed = []
@@ -119,7 +125,7 @@ def study_report(
         "tie_set": tie_set,
         "decided_by": decided_by,
         "confirmation": confirmation,
-        "drift": _drift(trials, tolerance),
+        "drift": drift_doc,
         "knee_reason": knee_doc["reason"] if knee_doc else knee.reason,
         "pareto": [record_dict(r) for r in front],
         "top": [record_dict(r) for r in ranked[:top]],
@@ -172,17 +178,17 @@ def _confirmation(trials: Sequence[Any], records: Sequence[TrialRecord], toleran
     }
 
 
-def _drift(trials: Sequence[Any], tolerance: float) -> dict[str, Any] | None:
-    """The reference config's measurements across the study, and whether the machine drifted."""
+def _drift(trials: Sequence[Any], tolerance: float) -> tuple[dict[str, Any] | None, DriftSeries | None]:
+    """The reference config's measurements across the study, whether the machine drifted, and the series."""
     refs = [t for t in trials if isinstance(t.user_attrs.get("drift"), dict)]
     if not refs:
-        return None
+        return None, None
     number = int(refs[0].user_attrs["drift"]["reference"])
     by_number = {t.number: t for t in trials}
     points = [(t.number, qps_of(t)) for t in [by_number.get(number), *refs] if t is not None]
     usable = [(n, q) for n, q in points if q is not None and q > 0]
     if len(usable) < 2:
-        return None
+        return None, None
     series = drift_series(usable)
     moved = drifted(series, tolerance)
     message = None
@@ -190,7 +196,8 @@ def _drift(trials: Sequence[Any], tolerance: float) -> dict[str, Any] | None:
         message = (
             f"the machine drifted {series.drift:.1%} during the study (the reference config measured "
             f"{min(q for _, q in series.points):.4g}-{max(q for _, q in series.points):.4g} qps), more than the knee "
-            f"tolerance {tolerance:.0%}: trials measured at different times differ by that much"
+            f"tolerance {tolerance:.0%}: trials measured at different times differ by that much (the paired "
+            "confirmation cancels it; measure.drift_correction: true normalises every trial by the reference)"
         )
     return {
         "reference_trial": number,
@@ -199,4 +206,4 @@ def _drift(trials: Sequence[Any], tolerance: float) -> dict[str, Any] | None:
         "relative": series.drift,
         "drifted": moved,
         "message": message,
-    }
+    }, series

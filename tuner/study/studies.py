@@ -152,6 +152,7 @@ def _open_study(
         "tuner_version": fp["tuner"],
         "objectives": [list(o) for o in spec.objectives],
         "knee_tolerance": spec.knee.tolerance,
+        "drift_correction": spec.measure.drift_correction,
         "axes": {n: a.default for n, a in spec.axes.items() if a.kind == "fixed"},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # written last: a study with its hash is complete (workers starting at once wait for it)
