@@ -15,9 +15,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from tuner.errors import ModelError, TunerError
-from tuner.models.graphs import ZOO_NAMES, ZOO_VERSION, build_model
+from tuner.models.graphs import TEXT_SEQ_VOCAB, ZOO_NAMES, ZOO_VERSION, build_model
 from tuner.models.macs import count_macs
 from tuner.models.zoo import check_model_file, default_cache_dir, resolve_model, zoo_path
 
@@ -56,7 +57,16 @@ def resnet50_model(resnet50_path: Path) -> onnx.ModelProto:
 
 def test_zoo_constants() -> None:
     assert ZOO_VERSION == "1"
-    assert ZOO_NAMES == ("resnet50", "mobilenet_v2", "tiny")
+    assert ZOO_NAMES == (
+        "resnet50",
+        "mobilenet_v2",
+        "tiny",
+        "detector_hw",
+        "text_seq",
+        "speech_state",
+        "two_inputs",
+    )
+    assert TEXT_SEQ_VOCAB == 1000
 
 
 @pytest.mark.parametrize("name", ["tiny", "mobilenet_v2"])
@@ -152,7 +162,10 @@ def test_count_macs_matmul() -> None:
 
 
 def test_build_unknown_name() -> None:
-    with pytest.raises(ModelError, match="valid names: resnet50, mobilenet_v2, tiny"):
+    with pytest.raises(
+        ModelError,
+        match="valid names: resnet50, mobilenet_v2, tiny, detector_hw, text_seq, speech_state, two_inputs$",
+    ):
         build_model("vgg16")
 
 
@@ -300,3 +313,150 @@ def test_truncated_model_file(tmp_path: Path) -> None:
         check_model_file(bad)
     with pytest.raises(ModelError, match="not found"):
         check_model_file(tmp_path / "absent.onnx")
+
+
+# --------------------------------------------------------------------------------------------------
+# small graphs with declared inputs and open dimensions
+
+Dims = list[int | str]
+FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
+ORT_TYPES = {FLOAT: "tensor(float)", INT64: "tensor(int64)"}
+SIGNATURES: dict[str, tuple[list[tuple[str, int, Dims]], list[tuple[str, int, Dims]]]] = {
+    "detector_hw": (
+        [("images", FLOAT, ["batch", 3, "height", "width"])],
+        [("scores", FLOAT, ["batch", 10])],
+    ),
+    "text_seq": (
+        [("input_ids", INT64, ["batch", "seq_len"]), ("attention_mask", INT64, ["batch", "seq_len"])],
+        [("logits", FLOAT, ["batch", 2])],
+    ),
+    "speech_state": (
+        [("audio", FLOAT, ["batch", "samples"]), ("sr", INT64, []), ("state", FLOAT, [2, "batch", 64])],
+        [("prob", FLOAT, ["batch", 1]), ("new_state", FLOAT, [2, "batch", 64])],
+    ),
+    "two_inputs": (
+        [("image", FLOAT, ["batch", 3, 32, 32]), ("features", FLOAT, ["batch", 10])],
+        [("logits", FLOAT, ["batch", 5])],
+    ),
+}
+
+
+def _declared(value: onnx.ValueInfoProto) -> tuple[str, int, Dims]:
+    tensor_type = value.type.tensor_type
+    assert tensor_type.HasField("shape")  # a rank-0 input declares an empty shape, not an unknown rank
+    dims: Dims = []
+    for d in tensor_type.shape.dim:
+        assert d.HasField("dim_param") != d.HasField("dim_value")
+        dims.append(d.dim_param if d.HasField("dim_param") else d.dim_value)
+    return value.name, tensor_type.elem_type, dims
+
+
+def _open_session(name: str, tmp_path: Path, quiet: bool = False) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    if quiet:  # the run errors that a test expects would be logged to stderr too
+        options.log_severity_level = 4
+    return ort.InferenceSession(str(zoo_path(name, tmp_path)), options, providers=["CPUExecutionProvider"])
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(2)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_open_dim_graph_signature(name: str, tmp_path: Path) -> None:
+    inputs, outputs = SIGNATURES[name]
+    model = build_model(name)
+    assert model.opset_import[0].version == 17
+    assert model.ir_version == 8
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+    path = zoo_path(name, tmp_path)
+    assert path == tmp_path / f"{name}-v{ZOO_VERSION}.onnx"
+    check_model_file(path)
+    loaded = onnx.load(str(path))
+    assert [_declared(v) for v in loaded.graph.input] == inputs
+    assert [_declared(v) for v in loaded.graph.output] == outputs
+
+    session = _open_session(name, tmp_path)
+    assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [(n, ORT_TYPES[t], d) for n, t, d in inputs]
+    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [(n, ORT_TYPES[t], d) for n, t, d in outputs]
+
+
+def test_detector_hw_runs_at_any_height_and_width(tmp_path: Path) -> None:
+    session = _open_session("detector_hw", tmp_path)
+    for batch, height, width in ((2, 64, 64), (1, 96, 128), (3, 32, 45)):
+        images = _rng().standard_normal((batch, 3, height, width), dtype=np.float32)
+        (scores,) = session.run(["scores"], {"images": images})
+        assert scores.shape == (batch, 10)
+        assert scores.dtype == np.float32
+        assert np.isfinite(scores).all()
+
+
+def _text_feed(batch: int, seq_len: int) -> dict[str, np.ndarray]:
+    ids = _rng().integers(0, TEXT_SEQ_VOCAB, size=(batch, seq_len), dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones((batch, seq_len), dtype=np.int64)}
+
+
+def test_text_seq_runs_at_any_sequence_length(tmp_path: Path) -> None:
+    session = _open_session("text_seq", tmp_path)
+    for batch, seq_len in ((2, 8), (3, 16), (1, 1)):
+        (logits,) = session.run(["logits"], _text_feed(batch, seq_len))
+        assert logits.shape == (batch, 2)
+        assert np.isfinite(logits).all()
+    # the mask is used: masking the second half changes the logits; the whole vocabulary is valid
+    feed = _text_feed(2, 8)
+    feed["input_ids"][0, :2] = [0, TEXT_SEQ_VOCAB - 1]
+    (full,) = session.run(["logits"], feed)
+    feed["attention_mask"][:, 4:] = 0
+    (masked,) = session.run(["logits"], feed)
+    assert not np.allclose(full, masked)
+
+
+@pytest.mark.parametrize("bad_id", [TEXT_SEQ_VOCAB, TEXT_SEQ_VOCAB + 5, -1, -TEXT_SEQ_VOCAB - 1])
+def test_text_seq_rejects_out_of_vocabulary_ids_at_run(bad_id: int, tmp_path: Path) -> None:
+    """The model itself rejects a value: an id outside [0, vocab) fails in ONNX Runtime, at run time."""
+    session = _open_session("text_seq", tmp_path, quiet=True)
+    feed = _text_feed(2, 8)
+    feed["input_ids"][1, 3] = bad_id
+    with pytest.raises(InvalidArgument, match="out of data bounds"):
+        session.run(["logits"], feed)
+    assert session.run(["logits"], _text_feed(2, 8))[0].shape == (2, 2)  # the session still works
+
+
+def _speech_feed(batch: int, samples: int, sr: int = 16000) -> dict[str, np.ndarray]:
+    return {
+        "audio": _rng().standard_normal((batch, samples), dtype=np.float32),
+        "sr": np.array(sr, dtype=np.int64),
+        "state": np.zeros((2, batch, 64), dtype=np.float32),
+    }
+
+
+def test_speech_state_runs_at_any_batch_and_length(tmp_path: Path) -> None:
+    session = _open_session("speech_state", tmp_path)
+    for batch, samples in ((1, 512), (3, 1600), (2, 1)):
+        feed = _speech_feed(batch, samples)
+        prob, new_state = session.run(["prob", "new_state"], feed)
+        assert prob.shape == (batch, 1)
+        assert new_state.shape == (2, batch, 64)
+        assert ((prob > 0) & (prob < 1)).all()
+        assert (np.abs(new_state) < 1).all()
+        # the state feeds back: a second step with the new state gives a different state
+        (again,) = session.run(["new_state"], {**feed, "state": new_state})
+        assert not np.allclose(again, new_state)
+    # the sample rate is used
+    (at_16k,) = session.run(["new_state"], _speech_feed(2, 512, 16000))
+    (at_8k,) = session.run(["new_state"], _speech_feed(2, 512, 8000))
+    assert not np.allclose(at_16k, at_8k)
+
+
+def test_two_inputs_runs_with_both_inputs(tmp_path: Path) -> None:
+    session = _open_session("two_inputs", tmp_path)
+    for batch in (1, 4):
+        image = _rng().standard_normal((batch, 3, 32, 32), dtype=np.float32)
+        features = _rng().standard_normal((batch, 10), dtype=np.float32)
+        (logits,) = session.run(["logits"], {"image": image, "features": features})
+        assert logits.shape == (batch, 5)
+        assert np.isfinite(logits).all()
+        (other,) = session.run(["logits"], {"image": image, "features": features + 1})
+        assert not np.allclose(logits, other)

@@ -2,8 +2,26 @@
 
 The graphs carry random (seeded) float32 weights: throughput and latency do not depend on the
 values, only on the operators and shapes. Batch normalisation is folded away (every Conv has a
-bias). Every graph has one input ``input`` with a dynamic first dimension named ``batch`` and one
-output ``logits``. Caching and model references are in :mod:`tuner.models.zoo`.
+bias).
+
+The three reference graphs (``resnet50``, ``mobilenet_v2``, ``tiny``) have one input ``input``
+(float32, NCHW, a dynamic first dimension named ``batch``) and one output ``logits``. The four
+small graphs ``detector_hw``, ``text_seq``, ``speech_state`` and ``two_inputs`` differ: they exist
+so tests can exercise user models with declared inputs and open dimensions (more than one input,
+int64 and rank-0 inputs, open dimensions other than the first, batch not first):
+
+* ``detector_hw``: ``images`` float32 ``[batch, 3, height, width]`` (any height/width >= 32)
+  -> ``scores`` float32 ``[batch, 10]``.
+* ``text_seq``: ``input_ids`` and ``attention_mask``, both int64 ``[batch, seq_len]`` ->
+  ``logits`` float32 ``[batch, 2]``. An id outside ``[0, TEXT_SEQ_VOCAB)`` fails at run time in
+  ONNX Runtime (an out-of-bounds Gather): a model that rejects a value.
+* ``speech_state`` (shaped like Silero VAD): ``audio`` float32 ``[batch, samples]``, ``sr`` int64
+  rank 0, ``state`` float32 ``[2, batch, 64]`` -> ``prob`` float32 ``[batch, 1]`` and
+  ``new_state`` float32 ``[2, batch, 64]``.
+* ``two_inputs``: ``image`` float32 ``[batch, 3, 32, 32]`` and ``features`` float32
+  ``[batch, 10]`` -> ``logits`` float32 ``[batch, 5]``.
+
+Caching and model references are in :mod:`tuner.models.zoo`.
 """
 
 from __future__ import annotations
@@ -19,7 +37,15 @@ from tuner.errors import ModelError
 ZOO_VERSION = "1"
 """Bump when any graph changes: cached files are keyed by it, so old files are never reused."""
 
-ZOO_NAMES: tuple[str, ...] = ("resnet50", "mobilenet_v2", "tiny")
+ZOO_NAMES: tuple[str, ...] = (
+    "resnet50",
+    "mobilenet_v2",
+    "tiny",
+    "detector_hw",
+    "text_seq",
+    "speech_state",
+    "two_inputs",
+)
 ZOO_PREFIX = "zoo:"
 OPSET = 17
 IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17; onnxruntime >= 1.12 loads it
@@ -28,6 +54,9 @@ SEED = 0
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
+
+TEXT_SEQ_VOCAB = 1000
+"""Rows of ``text_seq``'s embedding table: valid ``input_ids`` are ``0 .. TEXT_SEQ_VOCAB - 1``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,25 +151,45 @@ class _GraphBuilder:
         )
         return f"{name}_out"
 
-    def head(self, x: str, in_features: int, classes: int) -> str:
-        """Global average pool, flatten, fully connected layer to ``classes`` logits."""
+    def op(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: object) -> str:
+        """Any single-output node; its output is named ``output`` or after the node."""
+        name = self._unique(op_type.lower())
+        out = output if output is not None else f"{name}_out"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=name, **attrs))
+        return out
+
+    def pool_flatten(self, x: str) -> str:
+        """Global average pool and flatten: ``[N, C, ...]`` -> ``[N, C]``."""
         gap = self._unique("gap")
         self.nodes.append(helper.make_node("GlobalAveragePool", [x], [f"{gap}_out"], name=gap))
         flat = self._unique("flatten")
         self.nodes.append(helper.make_node("Flatten", [f"{gap}_out"], [f"{flat}_out"], name=flat, axis=1))
-        w = self._weight("fc.weight", (classes, in_features), (1.0 / in_features) ** 0.5)
-        b = self._weight("fc.bias", (classes,), 0.01)
-        self.nodes.append(helper.make_node("Gemm", [f"{flat}_out", w, b], [OUTPUT_NAME], name="fc", transB=1))
-        return OUTPUT_NAME
+        return f"{flat}_out"
+
+    def fc(self, x: str, in_features: int, out_features: int, output: str, name: str = "fc") -> str:
+        """Fully connected layer (Gemm with bias) from ``[N, in_features]`` to ``output``."""
+        w = self._weight(f"{name}.weight", (out_features, in_features), (1.0 / in_features) ** 0.5)
+        b = self._weight(f"{name}.bias", (out_features,), 0.01)
+        self.nodes.append(helper.make_node("Gemm", [x, w, b], [output], name=name, transB=1))
+        return output
+
+    def head(self, x: str, in_features: int, classes: int, output: str = OUTPUT_NAME) -> str:
+        """Global average pool, flatten, fully connected layer to ``classes`` logits."""
+        return self.fc(self.pool_flatten(x), in_features, classes, output)
 
     def model(self, in_ch: int, size: int, classes: int, doc: str) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes,
-            self.name,
+        """The standard conv-net signature: ``input`` ``[batch, in_ch, size, size]`` -> ``logits``."""
+        return self.finish(
             [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, in_ch, size, size])],
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, classes])],
-            initializer=self.initializers,
+            doc,
         )
+
+    def finish(
+        self, inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto], doc: str
+    ) -> onnx.ModelProto:
+        """The model of the accumulated nodes with the given graph inputs and outputs."""
+        graph = helper.make_graph(self.nodes, self.name, list(inputs), list(outputs), initializer=self.initializers)
         model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", OPSET)],
@@ -223,10 +272,115 @@ def _build_tiny() -> onnx.ModelProto:
     return g.model(3, 32, 10, "Tiny test conv net (random weights), 32x32, 10 classes")
 
 
+# --------------------------------------------------------------------------------------------------
+# small graphs with declared inputs and open dimensions (tests of user-model signatures)
+
+
+def _tensor(name: str, elem_type: int, dims: Sequence[int | str]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, list(dims))
+
+
+def _build_detector_hw() -> onnx.ModelProto:
+    """Open height and width: ``images`` [batch, 3, height, width] -> three strided 3x3 convs -> pool -> 10 scores."""
+    g = _GraphBuilder("detector_hw")
+    x = g.relu(g.conv("images", 3, 8, 3, stride=2))
+    x = g.relu(g.conv(x, 8, 16, 3, stride=2))
+    x = g.relu(g.conv(x, 16, 32, 3, stride=2))
+    g.head(x, 32, 10, output="scores")
+    return g.finish(
+        [_tensor("images", TensorProto.FLOAT, [BATCH_DIM, 3, "height", "width"])],
+        [_tensor("scores", TensorProto.FLOAT, [BATCH_DIM, 10])],
+        "Small conv net with open height and width (random weights), any size >= 32, 10 scores",
+    )
+
+
+def _build_text_seq() -> onnx.ModelProto:
+    """Token classifier: embedding lookup, masked by ``attention_mask``, mean over the sequence, 2 logits.
+
+    Negative ids are mapped to ``TEXT_SEQ_VOCAB`` before the Gather (ONNX Gather would otherwise
+    wrap ``-1 .. -TEXT_SEQ_VOCAB`` around), so every id outside ``[0, TEXT_SEQ_VOCAB)`` makes
+    ONNX Runtime fail at run time with an out-of-bounds error.
+    """
+    width = 64
+    g = _GraphBuilder("text_seq")
+    table = g._weight("embedding.weight", (TEXT_SEQ_VOCAB, width), 1.0)
+    zero = g._const("ids.zero", np.array(0, dtype=np.int64))
+    oob = g._const("ids.out_of_bounds", np.array(TEXT_SEQ_VOCAB, dtype=np.int64))
+    ids = g.op("Where", [g.op("Less", ["input_ids", zero]), oob, "input_ids"])
+    emb = g.op("Gather", [table, ids], axis=0)  # [batch, seq_len, 64]
+    mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    axes = g._const("mask.axes", np.array([2], dtype=np.int64))
+    mask = g.op("Unsqueeze", [mask, axes])  # [batch, seq_len, 1]
+    pooled = g.op("ReduceMean", [g.op("Mul", [emb, mask])], axes=[1], keepdims=0)  # [batch, 64]
+    g.fc(pooled, width, 2, OUTPUT_NAME)
+    ids_type = [BATCH_DIM, "seq_len"]
+    return g.finish(
+        [_tensor("input_ids", TensorProto.INT64, ids_type), _tensor("attention_mask", TensorProto.INT64, ids_type)],
+        [_tensor(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, 2])],
+        f"Token classifier (random weights): vocabulary {TEXT_SEQ_VOCAB}, open sequence length, 2 classes",
+    )
+
+
+def _build_speech_state() -> onnx.ModelProto:
+    """Stateful speech model shaped like Silero VAD: audio, a rank-0 sample rate, a state with batch second.
+
+    energy = mean(audio ** 2) * (16000 / sr)  [batch, 1]
+    new_state = tanh(state @ W + energy + b)  [2, batch, 64]
+    prob = sigmoid(new_state[1] @ w_out + b_out)  [batch, 1]
+    """
+    width = 64
+    g = _GraphBuilder("speech_state")
+    power = g.op("Mul", ["audio", "audio"])
+    energy = g.op("ReduceMean", [power], axes=[1], keepdims=1)  # [batch, 1]
+    rate = g.op("Cast", ["sr"], to=TensorProto.FLOAT)
+    scale = g.op("Div", [g._const("sr.reference", np.array(16000.0, dtype=np.float32)), rate])
+    energy = g.op("Mul", [energy, scale])
+    w = g._weight("state.weight", (width, width), 0.5 * (1.0 / width) ** 0.5)
+    b = g._weight("state.bias", (width,), 0.01)
+    mixed = g.op("MatMul", ["state", w])  # [2, batch, 64]
+    pre = g.op("Add", [g.op("Add", [mixed, energy]), b])  # energy [batch, 1] broadcasts over [2, batch, 64]
+    g.op("Tanh", [pre], output="new_state")
+    last = g.op("Gather", ["new_state", g._const("state.last", np.array(1, dtype=np.int64))], axis=0)  # [batch, 64]
+    g.op("Sigmoid", [g.fc(last, width, 1, "prob_logit", name="out")], output="prob")
+    return g.finish(
+        [
+            _tensor("audio", TensorProto.FLOAT, [BATCH_DIM, "samples"]),
+            _tensor("sr", TensorProto.INT64, []),
+            _tensor("state", TensorProto.FLOAT, [2, BATCH_DIM, width]),
+        ],
+        [
+            _tensor("prob", TensorProto.FLOAT, [BATCH_DIM, 1]),
+            _tensor("new_state", TensorProto.FLOAT, [2, BATCH_DIM, width]),
+        ],
+        "Stateful speech model like Silero VAD (random weights): audio [batch, samples], sr, state [2, batch, 64]",
+    )
+
+
+def _build_two_inputs() -> onnx.ModelProto:
+    """Two inputs of different rank: an image through a small conv net, concatenated with a feature vector."""
+    g = _GraphBuilder("two_inputs")
+    x = g.relu(g.conv("image", 3, 8, 3, stride=2))
+    x = g.relu(g.conv(x, 8, 16, 3, stride=2))
+    joined = g.op("Concat", [g.pool_flatten(x), "features"], axis=1)  # [batch, 16 + 10]
+    g.fc(joined, 16 + 10, 5, OUTPUT_NAME)
+    return g.finish(
+        [
+            _tensor("image", TensorProto.FLOAT, [BATCH_DIM, 3, 32, 32]),
+            _tensor("features", TensorProto.FLOAT, [BATCH_DIM, 10]),
+        ],
+        [_tensor(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, 5])],
+        "Image [batch, 3, 32, 32] and features [batch, 10] (random weights), 5 classes",
+    )
+
+
 _BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
     "resnet50": _build_resnet50,
     "mobilenet_v2": _build_mobilenet_v2,
     "tiny": _build_tiny,
+    "detector_hw": _build_detector_hw,
+    "text_seq": _build_text_seq,
+    "speech_state": _build_speech_state,
+    "two_inputs": _build_two_inputs,
 }
 assert tuple(_BUILDERS) == ZOO_NAMES
 

@@ -2,8 +2,12 @@
 
 The graphs carry random (seeded) float32 weights: throughput and latency do not depend on the
 values, only on the operators and shapes. Batch normalisation is folded away (every Conv has a
-bias). Every graph has one input ``input`` with a dynamic first dimension named ``batch`` and one
-output ``logits``.
+bias). The reference graphs (``resnet50``, ``mobilenet_v2``, ``tiny``) have one input ``input``
+with a dynamic first dimension named ``batch`` and one output ``logits``; the small graphs
+``detector_hw``, ``text_seq``, ``speech_state`` and ``two_inputs`` differ (several or int64 or
+rank-0 inputs, open dimensions other than ``batch``, ``batch`` not first, other output names), so
+tests can exercise user models with declared inputs; their signatures are in
+:mod:`tuner.models.graphs`.
 
 A workload refers to a zoo graph as ``zoo:<name>``; :func:`resolve_model` turns such a reference
 (or a plain file path) into a file on disk, building and caching the graph on first use.
