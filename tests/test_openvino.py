@@ -58,7 +58,7 @@ def test_precision_is_f32_by_default_and_recorded_from_the_device(tiny_model: Pa
     assert applied["inference_precision_asked"] == "f32"
     assert applied["INFERENCE_PRECISION_HINT"] == "f32"  # read back from the compiled model
     assert applied["executed_precisions"] and set(applied["executed_precisions"]) == {"f32"}
-    assert applied["input_shapes"] == [[2, 3, 32, 32]]
+    assert applied["input_shapes"] == {"input": [2, 3, 32, 32]}
     assert result.versions["openvino"]
 
 
@@ -123,7 +123,7 @@ def test_explicit_num_streams_and_batch_reshape(tiny_model: Path) -> None:
     finally:
         inst.close()
     assert applied["NUM_STREAMS"] == 2 and applied["num_streams_asked"] == 2
-    assert applied["input_shapes"] == [[4, 3, 32, 32]]
+    assert applied["input_shapes"] == {"input": [4, 3, 32, 32]}
     assert inputs[0].shape == (4, 3, 32, 32)
 
 

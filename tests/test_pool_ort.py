@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from tuner.backends.base import Instance, RuntimeConfig
 from tuner.backends.onnxruntime import OnnxRuntimeBackend, OrtInstance
-from tuner.errors import BackendError, ModelError
+from tuner.errors import BackendError, InputError, ModelError
 from tuner.measurement.steady_state import window_spread
 from tuner.metrics import METRICS
 from tuner.workloads.pool import PoolWorkload
@@ -120,7 +120,7 @@ def test_batch_size_shapes_inputs_and_outputs(tiny_model: Path, batch: int) -> N
 
 
 def test_fixed_batch_model_refuses_another_batch(fixed_batch_model: Path) -> None:
-    with pytest.raises(BackendError, match="fixed batch dimension of 1"):
+    with pytest.raises(InputError, match="fixed batch dimension of 1"):
         open_instance(fixed_batch_model, batch_size=2)
     inst = open_instance(fixed_batch_model, batch_size=1)
     try:
@@ -134,7 +134,7 @@ def test_fixed_batch_model_fails_at_pool_load(fixed_batch_model: Path) -> None:
     pool = PoolWorkload(
         OnnxRuntimeBackend(fixed_batch_model, {}), pool_size=2, threads=1, requests_per_sync=1, batch_size=2
     )
-    with pytest.raises(BackendError, match="batch_size 2"):
+    with pytest.raises(InputError, match="batch_size 2"):
         pool.load()
     pool.close()
 

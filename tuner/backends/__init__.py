@@ -4,8 +4,8 @@
 :mod:`.registry` finds backends by name through the ``tuner.backends`` entry-point group. This package's face
 is the plugin author's API: ``from tuner.backends import Backend, Instance, RuntimeConfig``.
 
-May import: :mod:`tuner.errors`, :mod:`tuner.plugins` and the shared top-level modules; never a workload,
-the execution or anything above.
+May import: :mod:`tuner.errors`, :mod:`tuner.plugins`, :mod:`tuner.models` (input signatures and feeds) and
+the shared top-level modules; never a workload, the execution or anything above.
 """
 
 from tuner.backends.base import Backend, DoneCallback, Instance, NoOptions, RuntimeConfig

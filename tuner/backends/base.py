@@ -13,6 +13,17 @@ Contract (every implementation runs ``tests/test_backend_contract.py``):
   its index in the pool) and returns an :class:`Instance`. Errors are ``BackendError``/``ModelError``.
 * ``Instance.prepare_inputs()`` returns one request's inputs (``batch_size`` samples); it is called
   before timing starts, so it may be slow.
+* Inputs: ``RuntimeConfig.inputs`` is this configuration's plan of the workload's ``inputs:``
+  (:func:`tuner.config.inputs.plan_inputs`: per input name its concrete ``shape`` with ``batch`` and the
+  dimension axes filled in, ``batch_axis``, ``dtype`` and ``data``; empty when the file declares none). A
+  backend that feeds real tensors reads the model's input signature, checks the plan against it in
+  ``open`` with :func:`tuner.models.feeds.resolve_feeds` (so a bad declaration fails at load, never
+  mid-measurement), keeps the result as ``Instance.feeds`` and makes each array with
+  :func:`tuner.models.feeds.make_array` (so every backend feeds the same arrays, and the pool can say what
+  it fed when the first request fails); it reports the shapes fed as ``applied_options()["input_shapes"]``
+  (``{name: [dims]}``) and sets ``uses_feeds = True``, which makes the parent check the plan against the
+  model file before any trial. A third-party backend may ignore ``inputs`` (``uses_feeds`` stays False and
+  ``feeds`` empty): its instances feed what they feed.
 * ``Instance.infer(inputs)`` runs one request to completion, blocking. It must be safe to call from
   ``requests_per_sync`` threads at once (the default :meth:`Instance.submit` does that).
 * ``Instance.submit(inputs, done)`` starts one request and returns at once; ``done(error_or_None)``
@@ -42,11 +53,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tuner.errors import BackendError
+
+if TYPE_CHECKING:
+    from tuner.models.feeds import Feed
 
 DoneCallback = Callable[[BaseException | None], None]
 
@@ -67,10 +81,15 @@ class RuntimeConfig:
     pool_size: int = 1
     index: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the plan of this config's declared inputs (:func:`tuner.config.inputs.plan_inputs`; JSON; empty: none)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Instance(ABC):
     """One runtime of the pool. See the module docstring for the contract."""
+
+    #: what each model input is fed (:func:`tuner.models.feeds.resolve_feeds`); empty: the backend's own inputs
+    feeds: tuple[Feed, ...] = ()
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
@@ -125,6 +144,9 @@ class Backend(ABC):
     needs_model: ClassVar[bool] = True
     #: whether its instances compute on host cores; the default :meth:`host_threads` reads it (False: None)
     cpu_bound: ClassVar[bool] = True
+    #: whether its instances feed ``RuntimeConfig.inputs`` through :mod:`tuner.models.feeds` (then the parent
+    #: checks the workload's inputs against the model file before any trial)
+    uses_feeds: ClassVar[bool] = False
 
     def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
         if self.needs_model and model is None:

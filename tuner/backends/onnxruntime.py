@@ -1,10 +1,16 @@
 """ONNX Runtime backend: one ``InferenceSession`` per pool instance.
 
-Axes: ``threads`` -> ``intra_op_num_threads``; ``batch_size`` -> the model's dynamic batch dim;
-``requests_per_sync`` -> that many ``session.run`` calls in flight on the session at once (on driver
-threads: ``run`` releases the GIL and is thread-safe; ``run_async`` needs an intra-op pool of 2+ threads,
-so it cannot serve ``threads=1``). Options, fixed or searchable: ``inter_op_threads``,
-``execution_mode``, ``graph_optimization_level``, ``allow_spinning``, ``thread_affinity``, ``provider``.
+Axes: ``threads`` -> ``intra_op_num_threads``; ``batch_size`` -> the model's dynamic batch dim (dimension 0,
+or where the workload's ``inputs:`` put ``batch``); ``requests_per_sync`` -> that many ``session.run`` calls in
+flight on the session at once (on driver threads: ``run`` releases the GIL and is thread-safe; ``run_async``
+needs an intra-op pool of 2+ threads, so it cannot serve ``threads=1``). Options, fixed or searchable:
+``inter_op_threads``, ``execution_mode``, ``graph_optimization_level``, ``allow_spinning``,
+``thread_affinity``, ``provider``.
+
+Inputs: the session's own signature (``session.get_inputs()``) checked against ``RuntimeConfig.inputs`` by
+:func:`tuner.models.feeds.resolve_feeds` when the session opens (a bad declaration fails at load), arrays made
+by :func:`tuner.models.feeds.make_array`; ``applied_options()["input_shapes"]`` holds the shapes fed. A
+model saved with external data (``model.onnx`` + ``model.onnx.data``) loads from its folder.
 
 Host threads (the oversubscription rule, :meth:`OnnxRuntimeBackend.host_threads`): a session computes on
 its intra-op pool, ``intra_op_num_threads = threads`` of them counting the thread that calls ``run`` (ORT
@@ -28,17 +34,35 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.backends.base import Backend, Instance, RuntimeConfig
 from tuner.errors import BackendError, ModelError
+from tuner.models.feeds import Feed, make_array, resolve_feeds
+from tuner.models.signature import Dim, ModelInput
 
-_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
+#: ONNX Runtime's input types -> numpy dtype names (any other type is refused by resolve_feeds, naming it)
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
 }
+
+
+def session_signature(session: Any) -> tuple[ModelInput, ...]:
+    """The session's inputs as a signature: fixed dims as ints, named open dims as their names, others None."""
+    out = []
+    for meta in session.get_inputs():
+        shape = meta.shape
+        dims: tuple[Dim, ...] | None = None
+        if shape is not None:
+            dims = tuple(
+                d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and d else None) for d in shape
+            )
+        out.append(ModelInput(meta.name, ORT_DTYPES.get(meta.type, meta.type), dims))
+    return tuple(out)
 
 
 class OrtOptions(BaseModel):
@@ -77,25 +101,16 @@ def _session_threads(opts: OrtOptions, threads: int) -> tuple[int, str]:
 
 
 class OrtInstance(Instance):
-    def __init__(self, config: RuntimeConfig, session: Any, applied: dict[str, Any]) -> None:
+    def __init__(self, config: RuntimeConfig, session: Any, applied: dict[str, Any], feeds: tuple[Feed, ...]) -> None:
         super().__init__(config)
         self.session = session
-        self._applied = applied
+        self.feeds = feeds
+        self._applied = {**applied, "input_shapes": {f.name: list(f.shape) for f in feeds}}
         self._outputs = [o.name for o in session.get_outputs()]
         self._rng = np.random.default_rng(config.index)
 
     def prepare_inputs(self) -> dict[str, np.ndarray]:
-        feed: dict[str, np.ndarray] = {}
-        for meta in self.session.get_inputs():
-            dtype = _DTYPES.get(meta.type)
-            if dtype is None:
-                raise BackendError(f"input {meta.name!r} has unsupported type {meta.type}")
-            shape = _concrete_shape(meta.name, list(meta.shape), self.config.batch_size)
-            if np.issubdtype(dtype, np.floating):
-                feed[meta.name] = self._rng.standard_normal(shape).astype(dtype)
-            else:
-                feed[meta.name] = np.zeros(shape, dtype=dtype)
-        return feed
+        return {feed.name: make_array(feed, self._rng) for feed in self.feeds}
 
     def infer(self, inputs: dict[str, np.ndarray]) -> Any:
         return self.session.run(self._outputs, inputs)
@@ -104,29 +119,10 @@ class OrtInstance(Instance):
         return dict(self._applied)
 
 
-def _concrete_shape(name: str, shape: list[Any], batch: int) -> list[int]:
-    out: list[int] = []
-    for i, dim in enumerate(shape):
-        if i == 0:
-            if isinstance(dim, int) and dim > 0:
-                if batch != dim:
-                    raise BackendError(
-                        f"input {name!r} has a fixed batch dimension of {dim}; batch_size {batch} needs a model "
-                        "with a dynamic batch dimension"
-                    )
-                out.append(dim)
-            else:
-                out.append(batch)
-        elif isinstance(dim, int) and dim > 0:
-            out.append(dim)
-        else:
-            raise BackendError(f"input {name!r} has a dynamic non-batch dimension {i} ({dim!r}); fix it in the model")
-    return out or [batch]
-
-
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     options_model = OrtOptions
+    uses_feeds = True
 
     def open(self, config: RuntimeConfig) -> OrtInstance:
         import onnxruntime as ort
@@ -172,11 +168,9 @@ class OnnxRuntimeBackend(Backend):
             "providers": session.get_providers(),
             "requests_in_flight": config.requests_per_sync,
         }
-        instance = OrtInstance(config, session, applied)
-        # fail at load, not mid-measurement, on a batch the model cannot take
-        for meta in session.get_inputs():
-            _concrete_shape(meta.name, list(meta.shape), config.batch_size)
-        return instance
+        # fail at load, not mid-measurement, on inputs the model cannot take as declared
+        feeds = resolve_feeds(session_signature(session), config.inputs, config.batch_size)
+        return OrtInstance(config, session, applied, feeds)
 
     @classmethod
     def host_threads(

@@ -17,7 +17,15 @@ How the axes map
   less when that is more than the cores (see "Host threads").
 * ``requests_per_sync`` -> infer requests in flight per instance: each instance owns an ``AsyncInferQueue``
   of that many jobs, :meth:`OvInstance.submit` is ``start_async`` on it (native, no driver threads).
-* ``batch_size`` -> the model is reshaped to ``[batch, ...]`` before compiling (dim 0 is the batch).
+* ``batch_size`` -> the model is reshaped to the inputs' shapes before compiling: dimension 0 is the batch,
+  or where the workload's ``inputs:`` put ``batch``.
+
+Inputs: the model's own signature (its ports: names, partial shapes, element types) checked against
+``RuntimeConfig.inputs`` by :func:`tuner.models.feeds.resolve_feeds`; the model is reshaped to the feeds'
+shapes (declared dimensions, a searched ``seq_len`` or ``image_size``: every open dimension becomes static)
+and compiled once per set of shapes; arrays are made by :func:`tuner.models.feeds.make_array`, keyed by the
+compiled model's input index. ``applied_options()["input_shapes"]`` is ``{name: [dims]}`` read back from the
+compiled model.
 
 Options (fixed or searched): ``performance_hint`` (``none``: the axes decide streams and threads;
 ``latency``/``throughput``: the device picks the streams within the thread budget, unless ``num_streams``
@@ -58,7 +66,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.backends.base import Backend, DoneCallback, Instance, RuntimeConfig
-from tuner.errors import BackendError, ModelError
+from tuner.errors import BackendError, InputError, ModelError
+from tuner.models.feeds import Feed, make_array, resolve_feeds
+from tuner.models.signature import openvino_signature
 from tuner.text import first_line
 
 #: properties read back from every compiled model (what the device resolved)
@@ -219,13 +229,17 @@ def _executed_precisions(compiled: Any) -> dict[str, int]:
 class OvInstance(Instance):
     """One pool worker's view: a compiled model (maybe shared) and its own AsyncInferQueue."""
 
-    def __init__(self, backend: OpenVinoBackend, config: RuntimeConfig, compiled: _Compiled, key: Any) -> None:
+    def __init__(
+        self, backend: OpenVinoBackend, config: RuntimeConfig, compiled: _Compiled, key: Any, feeds: tuple[Feed, ...]
+    ) -> None:
         import openvino as ov
 
         super().__init__(config)
         self._backend = backend
         self._key = key
         self._compiled = compiled
+        self.feeds = feeds
+        self._ports = _port_indices(compiled.model, feeds)
         self._rng = np.random.default_rng(config.index)
         self._queue = ov.AsyncInferQueue(compiled.model, max(1, config.requests_per_sync))
         self._queue.set_callback(_completed)
@@ -233,15 +247,7 @@ class OvInstance(Instance):
         self._closed = False
 
     def prepare_inputs(self) -> dict[int, np.ndarray]:
-        feed: dict[int, np.ndarray] = {}
-        for i, port in enumerate(self._compiled.model.inputs):
-            shape = list(port.get_shape())
-            dtype = np.dtype(port.get_element_type().to_dtype())
-            if np.issubdtype(dtype, np.floating):
-                feed[i] = self._rng.standard_normal(shape).astype(dtype)
-            else:
-                feed[i] = np.zeros(shape, dtype=dtype)
-        return feed
+        return {index: make_array(feed, self._rng) for index, feed in zip(self._ports, self.feeds, strict=True)}
 
     def infer(self, inputs: dict[int, np.ndarray]) -> Any:
         try:
@@ -272,7 +278,10 @@ class OvInstance(Instance):
                 "inference_precision_asked": opts.inference_precision,
                 "compiled_models": 1 if opts.pool_mode == "streams" else self.config.pool_size,
                 "requests_in_flight_per_instance": self.config.requests_per_sync,
-                "input_shapes": [list(p.get_shape()) for p in self._compiled.model.inputs],
+                "input_shapes": {
+                    feed.name: list(self._compiled.model.inputs[index].get_shape())
+                    for index, feed in zip(self._ports, self.feeds, strict=True)
+                },
             }
         )
         return applied
@@ -295,14 +304,26 @@ def _completed(_request: Any, done: DoneCallback) -> None:
     done(None)
 
 
+def _port_indices(compiled: Any, feeds: tuple[Feed, ...]) -> tuple[int, ...]:
+    """The compiled model's input index of each feed (found by name; the model's order where no name matches)."""
+    names = [set(port.get_names()) for port in compiled.inputs]
+    out = []
+    for position, feed in enumerate(feeds):
+        matches = [i for i, port_names in enumerate(names) if feed.name in port_names]
+        out.append(matches[0] if matches else position)
+    return tuple(out)
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     options_model = OpenVinoOptions
+    uses_feeds = True
 
     def __init__(self, model: Path | None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
         self._core: Any = None
-        self._models: dict[int, Any] = {}
+        self._model: Any = None
+        self._models: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._compiled: dict[Any, _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -323,35 +344,32 @@ class OpenVinoBackend(Backend):
                 raise BackendError(f"OpenVINO device {opts.device!r} is not available here (available: {available})")
         return self._core
 
-    def _read(self, batch: int) -> Any:
-        """The model reshaped to ``batch`` (read once per batch size)."""
-        if batch in self._models:
-            return self._models[batch]
+    def _read(self) -> Any:
+        """The model as read from its file (once); reshaped copies are made from it."""
+        if self._model is None:
+            try:
+                self._model = self._ov_core().read_model(str(self.model))
+            except BackendError:
+                raise
+            except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+                raise ModelError(f"OpenVINO could not read {self.model}: {first_line(err)}") from None
+        return self._model
+
+    def _reshaped(self, feeds: tuple[Feed, ...]) -> Any:
+        """The model reshaped to the feeds' shapes (once per set of shapes)."""
+        key = tuple(feed.shape for feed in feeds)
+        if key in self._models:
+            return self._models[key]
         import openvino as ov
 
-        core = self._ov_core()
-        try:
-            model = core.read_model(str(self.model))
-        except Exception as err:  # OpenVINO raises RuntimeError subclasses
-            raise ModelError(f"OpenVINO could not read {self.model}: {first_line(err)}") from None
-        shapes = {}
-        for port in model.inputs:
-            pshape = port.get_partial_shape()
-            if pshape.rank.is_dynamic or len(pshape) == 0:
-                raise BackendError(f"input {port.get_any_name()!r} has a dynamic rank; fix it in the model")
-            dims = [batch]
-            for i, dim in enumerate(list(pshape)[1:], start=1):
-                if dim.is_dynamic:
-                    raise BackendError(
-                        f"input {port.get_any_name()!r} has a dynamic non-batch dimension {i}; fix it in the model"
-                    )
-                dims.append(dim.get_length())
-            shapes[port] = ov.PartialShape(dims)
+        model = self._read().clone()
+        shapes = {port: ov.PartialShape(list(feed.shape)) for port, feed in zip(model.inputs, feeds, strict=True)}
         try:
             model.reshape(shapes)
         except Exception as err:  # noqa: BLE001
-            raise BackendError(f"OpenVINO could not reshape {self.model} to batch {batch}: {first_line(err)}") from None
-        self._models[batch] = model
+            wanted = ", ".join(f"{feed.name} {list(feed.shape)}" for feed in feeds)
+            raise InputError(f"OpenVINO could not reshape {self.model} to {wanted}: {first_line(err)}") from None
+        self._models[key] = model
         return model
 
     def compile_config(self, config: RuntimeConfig) -> tuple[dict[str, Any], int | None]:
@@ -373,13 +391,14 @@ class OpenVinoBackend(Backend):
 
     def open(self, config: RuntimeConfig) -> OvInstance:
         opts: OpenVinoOptions = self.options  # type: ignore[assignment]
-        key: Any = (config.threads, config.batch_size, config.pool_size)
-        if opts.pool_mode == "instances":
-            key = key + (config.index,)
         with self._lock:
+            feeds = resolve_feeds(openvino_signature(self._read()), config.inputs, config.batch_size)
+            key: Any = (config.threads, tuple(feed.shape for feed in feeds), config.pool_size)
+            if opts.pool_mode == "instances":
+                key = key + (config.index,)
             shared = self._compiled.get(key)
             if shared is None:
-                model = self._read(config.batch_size)
+                model = self._reshaped(feeds)
                 props, streams = self.compile_config(config)
                 try:
                     compiled = self._ov_core().compile_model(model, opts.device, props)
@@ -389,7 +408,7 @@ class OpenVinoBackend(Backend):
                     ) from None
                 shared = self._compiled[key] = _Compiled(compiled, streams)
             shared.users += 1
-        return OvInstance(self, config, shared, key)
+        return OvInstance(self, config, shared, key, feeds)
 
     def _release(self, key: Any) -> None:
         with self._lock:

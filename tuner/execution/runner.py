@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuner.config.spec import Spec
-from tuner.errors import SpecError
+from tuner.errors import InputError, SpecError
 from tuner.execution.child import run_job
 from tuner.measurement.result import (
     EventSink,
@@ -41,7 +41,41 @@ def resolve_model_path(spec: Spec) -> Path | None:
     )
     if not ref.startswith("zoo:") and onnx_expected:
         check_model_file(path)
+    check_inputs(spec, path)
     return path
+
+
+def check_inputs(spec: Spec, model_path: Path) -> None:
+    """Pre-flight, in the parent, before any study or trial: the file's ``inputs:`` against the model file.
+
+    Only where a trial opens ``workload.backend`` instances that feed the plan (``Backend.uses_feeds``: ONNX
+    Runtime, OpenVINO) and the model is an ``.onnx`` file (or an OpenVINO ``.xml`` with openvino installed).
+    The model's signature is read (no session), the plan of the default params checked against it and any
+    ``file`` / ``images`` data read once (:func:`tuner.models.feeds.check_feeds`): a wrong name, rank, dtype,
+    an open dimension nobody declared or a missing data file is an :class:`~tuner.errors.InputError` that
+    starts with the workload file's path.
+    """
+    from importlib.util import find_spec
+
+    from tuner.backends.registry import get_backend
+    from tuner.config.inputs import declared_inputs, plan_inputs
+    from tuner.models.feeds import check_feeds
+    from tuner.models.signature import read_signature
+
+    if not spec.workload.backend or not get_kind(spec.workload.kind)().uses_backend(spec):
+        return
+    if not get_backend(spec.workload.backend).uses_feeds:
+        return
+    suffix = model_path.suffix.lower()
+    if suffix not in (".onnx", ".xml") or (suffix == ".xml" and find_spec("openvino") is None):
+        return
+    params = spec.default_params()
+    try:
+        plan = plan_inputs(declared_inputs(spec.workload), params, spec.base_dir)
+        check_feeds(read_signature(model_path), plan, int(params.get("batch_size", 1)))
+    except InputError as err:
+        where = str(spec.path) if spec.path else "<workload>"
+        raise InputError(f"{where}: {err}") from None
 
 
 def build_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:

@@ -12,9 +12,15 @@ expected. Rules:
   model's;
 * an input without a declared shape keeps the rule of inputs nobody declared: dimension 0 is the batch
   when the model leaves it open (a fixed dimension 0 must equal the batch size), every other dimension
-  must be fixed -- an open one is an error that gives the ``inputs:`` line to add;
+  must be fixed -- an open one is an error that gives the ``inputs:`` line to add
+  (:func:`suggested_line`: ``inputs: {images: {shape: [batch, 3, HEIGHT, WIDTH]}}``);
 * ``data`` defaults to ``normal`` for floats; integers get ``int: {low: 0, high: 1}`` when declared and
-  zeros when not (today's behaviour for files that declare nothing); booleans zeros.
+  zeros when not (today's behaviour for files that declare nothing); booleans zeros. A kind that cannot
+  make the input's dtype (``normal`` or ``uniform`` for an integer input, ``images`` for anything but a
+  float ``[batch, C, H, W]`` / ``[batch, H, W, C]``) is an error.
+
+:func:`describe_feeds` says what was fed in the workload file's words (the pool's message when the first
+request fails: a value the model rejects).
 
 :func:`make_array` builds one request's array for a feed (called before timing: it may read files and
 decode images). Pure numpy besides reading ``file`` / ``images`` data; no runtime is imported here, so the
@@ -52,12 +58,30 @@ class Feed:
     declared: bool = False
 
 
-def _suggestion(model_input: ModelInput) -> str:
+#: names a model gives its open batch dimension (the suggested ``inputs:`` line writes ``batch`` there)
+_BATCH_NAMES = frozenset({"batch", "batch_size", "batchsize", "n", "b", "bs"})
+
+
+def _batch_position(model_input: ModelInput) -> int | None:
+    """Where the suggested shape puts ``batch``: an open dimension named like a batch, else an open dim 0."""
+    dims = model_input.dims or ()
+    for i, d in enumerate(dims):
+        if isinstance(d, str) and d.lower() in _BATCH_NAMES:
+            return i
+    if dims and not isinstance(dims[0], int):
+        return 0
+    return None
+
+
+def suggested_line(model_input: ModelInput) -> str:
+    """The ``inputs:`` line that declares ``model_input``'s shape: fixed sizes kept, ``batch`` where the batch
+    is, an upper-case placeholder (the model's name for it, or ``DIM<i>``) for every other open dimension."""
+    batch_at = _batch_position(model_input)
     dims = []
     for i, d in enumerate(model_input.dims or ()):
         if isinstance(d, int):
             dims.append(str(d))
-        elif i == 0:
+        elif i == batch_at:
             dims.append("batch")
         else:
             dims.append(str(d).upper() if isinstance(d, str) and d.isidentifier() else f"DIM{i}")
@@ -73,27 +97,20 @@ def _undeclared_shape(model_input: ModelInput, batch: int) -> tuple[tuple[int, .
         )
     if not model_input.dims:
         return (), None
-    shape: list[int] = []
     for i, dim in enumerate(model_input.dims):
-        if i == 0:
-            if isinstance(dim, int):
-                if dim != batch:
-                    raise InputError(
-                        f"input {name!r} has a fixed batch dimension of {dim}; batch_size {batch} needs a model "
-                        f"with a dynamic batch dimension, or declare where its batch is: {_suggestion(model_input)}"
-                    )
-                shape.append(dim)
-            else:
-                shape.append(batch)
-        elif isinstance(dim, int):
-            shape.append(dim)
-        else:
+        if i > 0 and not isinstance(dim, int):
             raise InputError(
                 f"input {name!r} {model_input.shown()} has an open dimension {i} ({dim or '?'}) and the workload "
-                f"declares no shape for it; add {_suggestion(model_input)} (numbers, or axis names declared "
+                f"declares no shape for it; add {suggested_line(model_input)} (numbers, or axis names declared "
                 "under search:)"
             )
-    return tuple(shape), 0
+    first = model_input.dims[0]
+    if isinstance(first, int) and first != batch:
+        raise InputError(
+            f"input {name!r} {model_input.shown()} has a fixed batch dimension of {first}; batch_size {batch} needs "
+            "a model with a dynamic batch dimension"
+        )
+    return (batch, *(d for d in model_input.dims[1:] if isinstance(d, int))), 0  # every one is fixed (above)
 
 
 def _declared_shape(model_input: ModelInput, entry: Mapping[str, Any]) -> tuple[tuple[int, ...], int | None]:
@@ -136,9 +153,15 @@ def _check_data(feed: Feed) -> None:
         value = feed.data["value"]
         if np.issubdtype(dtype, np.integer) and (isinstance(value, float) and not float(value).is_integer()):
             raise InputError(f"{at}: value {value!r} is not a whole number, but input {name!r} is {feed.dtype}")
+    if kind == "normal" and not np.issubdtype(dtype, np.floating):
+        raise InputError(
+            f"{at}: normal makes floats, but input {name!r} is {feed.dtype}; use int: {{low, high}}, value: X or zeros"
+        )
     if kind == "images":
         rank_ok = len(feed.shape) == 4 and feed.batch_axis == 0
-        channels = feed.shape[1] if feed.data.get("layout", "NCHW") == "NCHW" else feed.shape[-1] if rank_ok else 0
+        channels = 0
+        if rank_ok:
+            channels = feed.shape[1] if feed.data.get("layout", "NCHW") == "NCHW" else feed.shape[3]
         if not rank_ok or channels not in (1, 3) or not np.issubdtype(dtype, np.floating):
             raise InputError(
                 f"{at}: images feed a float input of shape [batch, C, H, W] (layout NCHW) or [batch, H, W, C] "
@@ -208,7 +231,9 @@ def _fit_batch(feed: Feed, array: np.ndarray, source: str) -> np.ndarray:
     want = feed.shape
     if feed.batch_axis is None:
         if tuple(array.shape) != want:
-            raise InputError(f"inputs.{feed.name}.data: {source} holds shape {list(array.shape)}, expected {list(want)}")
+            raise InputError(
+                f"inputs.{feed.name}.data: {source} holds shape {list(array.shape)}, expected {list(want)}"
+            )
         return array
     axis = feed.batch_axis
     other_got = tuple(d for i, d in enumerate(array.shape) if i != axis)
@@ -286,6 +311,23 @@ def _from_images(feed: Feed) -> np.ndarray:
     stacked = np.stack(samples)
     index = np.arange(batch) % stacked.shape[0]
     return np.ascontiguousarray(stacked[index].astype(np.dtype(feed.dtype)))
+
+
+def describe_data(data: Mapping[str, Any]) -> str:
+    """A data source in the words of the workload file: ``int 0..999``, ``value 16000``, ``file x.npy`` ..."""
+    kind = data["kind"]
+    if kind in ("uniform", "int"):
+        return f"{kind} {data['low']:g}..{data['high']:g}"
+    if kind == "value":
+        return f"value {data['value']!r}"
+    if kind in ("file", "images"):
+        return f"{kind} {data['path']}"
+    return str(kind)
+
+
+def describe_feeds(feeds: Sequence[Feed]) -> str:
+    """``input_ids int64 [2, 16]: int 0..1; sr int64 []: value 16000``: what each input is fed."""
+    return "; ".join(f"{f.name} {f.dtype} {list(f.shape)}: {describe_data(f.data)}" for f in feeds)
 
 
 def check_feeds(signature: Sequence[ModelInput], plan: Mapping[str, Any] | None, batch: int) -> tuple[Feed, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tuner.errors import ModelError
 from tuner.text import first_line
@@ -92,13 +93,16 @@ def _openvino_signature(path: Path) -> tuple[ModelInput, ...]:
     try:
         import openvino as ov
     except ImportError:
-        raise ModelError(
-            f"{path}: reading an OpenVINO IR needs openvino: pip install 'tuner[openvino]'"
-        ) from None
+        raise ModelError(f"{path}: reading an OpenVINO IR needs openvino: pip install 'tuner[openvino]'") from None
     try:
         model = ov.Core().read_model(str(path))
     except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
         raise ModelError(f"OpenVINO could not read {path}: {first_line(err)}") from None
+    return openvino_signature(model)
+
+
+def openvino_signature(model: Any) -> tuple[ModelInput, ...]:
+    """The inputs of an OpenVINO model already read (``ov.Model`` or a compiled model): port names, dims, dtypes."""
     out = []
     for port in model.inputs:
         pshape = port.get_partial_shape()

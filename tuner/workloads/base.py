@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tuner.backends.registry import get_backend
+from tuner.config.inputs import declared_inputs, plan_inputs
 from tuner.errors import TunerError
 from tuner.measurement.result import EventSink, TrialResult
 from tuner.search.rules import HostThreads
@@ -122,6 +123,8 @@ def worker_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -
     """The job of a kind that drives ``workload.backend`` in the worker child.
 
     ``options`` are the fixed ``workload.options`` with the searched ``options.*`` of ``params`` applied;
+    ``inputs`` the plan of the file's ``inputs:`` for ``params`` (:func:`tuner.config.inputs.plan_inputs`: concrete
+    shapes, dtypes, data; ``{}`` when it declares none), which the instances get as ``RuntimeConfig.inputs``;
     ``measure`` the steady-state settings (without the repeat keys: the parent runs the repeats).
     """
     return {
@@ -129,6 +132,7 @@ def worker_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -
         "model": str(model_path) if model_path else None,
         "options": config_options(spec, params),
         "params": dict(params),
+        "inputs": plan_inputs(declared_inputs(spec.workload), params, spec.base_dir),
         "measure": spec.measure.child_settings(),
         "spec_path": str(spec.path) if spec.path else None,
     }

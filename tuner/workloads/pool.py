@@ -2,7 +2,9 @@
 
 Each worker keeps ``requests_per_sync`` requests in flight on its instance, then waits for all of them
 (async submit ... sync); with 1 it makes plain synchronous calls on its own thread. Inputs are prepared
-before timing. A request's latency runs from its submission to its completion.
+before timing (what each model input is fed: the job's ``inputs`` plan, handed to every instance as
+``RuntimeConfig.inputs``). The first request runs before measurement, so a value the model rejects fails at
+load. A request's latency runs from its submission to its completion.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.backends.base import Backend, Instance, RuntimeConfig
 from tuner.backends.registry import get_backend
+from tuner.errors import InputError
+from tuner.models.feeds import describe_feeds
 from tuner.search.rules import HostThreads
+from tuner.text import first_line
 from tuner.workloads.base import WorkloadKind, backend_host_threads, worker_job
 
 if TYPE_CHECKING:
@@ -35,9 +40,11 @@ class PoolWorkload:
         threads: int,
         requests_per_sync: int,
         batch_size: int,
+        inputs: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.backend = backend
+        self.inputs: Mapping[str, Any] = dict(inputs or {})
         self.pool_size = pool_size
         self.threads = threads
         self.requests_per_sync = requests_per_sync
@@ -61,6 +68,7 @@ class PoolWorkload:
                 requests_per_sync=self.requests_per_sync,
                 pool_size=self.pool_size,
                 index=index,
+                inputs=self.inputs,
             )
             self.instances.append(self.backend.open(config))
         load_s = self._clock() - t0
@@ -69,10 +77,28 @@ class PoolWorkload:
         return load_s
 
     def first_request(self) -> float:
-        """Latency of the very first request on instance 0 (ms), kept apart from the steady state."""
+        """Latency of the very first request on instance 0 (ms), kept apart from the steady state.
+
+        It runs before measurement: a value the model rejects (a token id beyond its vocabulary, a shape
+        a layer cannot take) fails here, as an :class:`~tuner.errors.InputError` that says what was fed.
+        """
         t0 = self._clock()
-        self.instances[0].infer(self._inputs[0][0])
+        try:
+            self.instances[0].infer(self._inputs[0][0])
+        except Exception as err:  # noqa: BLE001 - every runtime raises its own types
+            raise InputError(
+                f"the first request failed: {first_line(err)}; check what the workload feeds: {self._fed()}"
+            ) from None
         return (self._clock() - t0) * 1000.0
+
+    def _fed(self) -> str:
+        """What instance 0 feeds, in the workload file's words (``inputs.<name>``)."""
+        inst = self.instances[0]
+        if inst.feeds:
+            return describe_feeds(inst.feeds)
+        if self.inputs:
+            return "; ".join(f"{name}: {entry}" for name, entry in self.inputs.items())
+        return f"the {self.backend.name} backend's own inputs (the workload declares no inputs:)"
 
     def start(self) -> None:
         for index, inst in enumerate(self.instances):
@@ -174,6 +200,7 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
         threads=int(params.get("threads", 1)),
         requests_per_sync=int(params.get("requests_per_sync", 1)),
         batch_size=int(params.get("batch_size", 1)),
+        inputs=job.get("inputs") or {},
     )
     emit({"event": "load"})
     try:
