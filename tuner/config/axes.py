@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from tuner.config.inputs import declared_inputs, dimension_axes
+from tuner.config.inputs import declared_inputs, dimension_axes, inputs_location, raw_dimension_names
 from tuner.config.lines import _EXPECT, _clean_msg, _first_error, _LineMap, _nearest
 from tuner.config.models import RangeAxisModel, WorkloadFile
 from tuner.errors import SpecError
@@ -83,17 +83,21 @@ def check_axis_value(name: str, value: Any, *, where: str) -> Any:
     return value
 
 
-def _dimension_axes(model: WorkloadFile) -> dict[str, tuple[str, ...]]:
-    """The dimension axes the file's ``inputs`` name; a malformed infer stage is the pipeline's to report."""
+def _dimension_axes(model: WorkloadFile) -> tuple[dict[str, tuple[str, ...]], bool]:
+    """The dimension axes the file's ``inputs`` name, and whether the declarations validated.
+
+    A malformed infer stage is the pipeline's to report (with its line): its shapes' names still count as
+    axes here, so the search does not call them unknown first.
+    """
     try:
-        return dimension_axes(declared_inputs(model.workload))
+        return dimension_axes(declared_inputs(model.workload)), True
     except ValueError:
-        return {}
+        return {name: () for name in raw_dimension_names(model.workload)}, False
 
 
 def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_backend: bool) -> dict[str, Axis]:
     axes: dict[str, Axis] = {}
-    dims = _dimension_axes(model)
+    dims, valid = _dimension_axes(model)
     for key, raw in model.search.items():
         loc = ("search", key)
         at = f"{where}:{lines.line(loc)}: search.{key}"
@@ -108,10 +112,11 @@ def _build_axes(model: WorkloadFile, where: str, lines: _LineMap, *, validate_ba
         if key in dims:
             _check_dimension_axis(axes[key], at)
     for dim, users in dims.items():
-        if dim not in axes:
+        if dim not in axes and valid:
             first = users[0]
+            loc = (*inputs_location(model.workload), first, "shape")
             raise SpecError(
-                f"{where}:{lines.line(('workload', 'inputs', first, 'shape'))}: inputs.{first}.shape names "
+                f"{where}:{lines.line(loc)}: inputs.{first}.shape names "
                 f"dimension {dim!r}, which is not an axis: declare it under search (e.g. 'search: {{{dim}: [128]}}' "
                 "for one value, or a list/range to tune it), or write the number in the shape"
             )

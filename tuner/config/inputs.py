@@ -195,6 +195,34 @@ def declared_inputs(workload: Any) -> dict[str, InputDecl]:
     return {}
 
 
+def inputs_location(workload: Any) -> tuple[Any, ...]:
+    """The key path of the file's ``inputs`` mapping: ``workload.inputs``, or the infer stage's."""
+    if getattr(workload, "inputs", None):
+        return ("workload", "inputs")
+    for i, stage in enumerate(workload.stages or ()):
+        if isinstance(stage, Mapping) and stage.get("type") == "infer" and stage.get("inputs"):
+            return ("workload", "stages", i, "inputs")
+    return ("workload", "inputs")
+
+
+def raw_dimension_names(workload: Any) -> set[str]:
+    """The axis names the file's shapes use, read without validating the declarations (for the axes check of
+    a file whose infer-stage ``inputs`` the pipeline will reject with its own line)."""
+    raw: Any = None
+    loc = inputs_location(workload)
+    if len(loc) == 2:
+        raw = {n: d.model_dump() for n, d in (workload.inputs or {}).items()}
+    else:
+        raw = workload.stages[loc[2]].get("inputs")
+    names: set[str] = set()
+    if isinstance(raw, Mapping):
+        for decl in raw.values():
+            shape = decl.get("shape") if isinstance(decl, Mapping) else None
+            if isinstance(shape, list | tuple):
+                names.update(d for d in shape if isinstance(d, str) and d != BATCH)
+    return names
+
+
 def dimension_axes(inputs: Mapping[str, InputDecl]) -> dict[str, tuple[str, ...]]:
     """Dimension-axis name -> the inputs whose shape names it (the search may declare these names)."""
     out: dict[str, list[str]] = {}

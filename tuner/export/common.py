@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tuner.export.select import Selection
@@ -27,6 +28,16 @@ def _workload(selection: Selection) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _anchors(selection: Selection, base_dir: Path | None) -> list[Path]:
+    """Where a relative path of the stored workload may resolve, in order: ``base_dir`` (given to the
+    export), the original workload file's folder, the current directory."""
+    anchors = [Path(base_dir)] if base_dir else []
+    if selection.workload_path:
+        anchors.append(Path(selection.workload_path).expanduser().parent)
+    anchors.append(Path.cwd())
+    return anchors
 
 
 def _options(selection: Selection) -> dict[str, Any]:

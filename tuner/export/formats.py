@@ -7,17 +7,24 @@
 ``env``        shell variables (``export TUNER_POOL_SIZE=2``, ``OMP_NUM_THREADS=...``) to ``source``
 ``onnxruntime`` session options JSON (``intra_op_num_threads``, ``inter_op_num_threads``,
                ``execution_mode``, ``graph_optimization_level``, session config entries, providers)
-               plus the pool shape; :func:`ort_session_options` turns it into ``SessionOptions``
+               plus the pool shape and the ``inputs`` fed (shape, dtype, data); :func:`ort_session_options`
+               turns it into ``SessionOptions``
 ``openvino``   ``compile_model`` properties (``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``,
-               ``PERFORMANCE_HINT``, ``PERFORMANCE_HINT_NUM_REQUESTS``, ``INFERENCE_PRECISION_HINT``)
+               ``PERFORMANCE_HINT``, ``PERFORMANCE_HINT_NUM_REQUESTS``, ``INFERENCE_PRECISION_HINT``),
+               the ``reshape`` shapes and a ``benchmark_app`` line with ``-shape``
 ``triton``     a Triton ``config.pbtxt``: ``instance_group`` (count = pool size, ``KIND_CPU``),
-               ``max_batch_size``, ``dynamic_batching``, ONNX Runtime thread parameters
+               ``max_batch_size``, ``input`` / ``output`` (``data_type``, ``dims``), ``dynamic_batching``,
+               ONNX Runtime thread parameters
 =============  ===========================================================================================
 
 Axis mapping: ``pool_size`` = independent runtime instances (ORT sessions, OpenVINO streams, Triton
 instances); ``threads`` = compute threads per instance; ``requests_per_sync`` = requests in flight per
 instance (OpenVINO infer requests per stream; for Triton, client concurrency); ``batch_size`` = samples
-per request. Every file carries the provenance record (:mod:`tuner.export.provenance`).
+per request. Every file carries the provenance record (:mod:`tuner.export.provenance`). Shapes: the
+workload's declared ``inputs:`` at the trial's values (``batch``, dimension axes such as ``image_size``),
+else the model's signature (:mod:`tuner.export.model_io`); Triton's ``dims`` leave the batch out when
+``max_batch_size`` > 0, and a model whose batch is not dimension 0 of every input and output gets
+``max_batch_size: 0`` with full shapes.
 
 The renderers live in :mod:`tuner.export.generic_formats` (``tuner``, ``json``, ``env``) and
 :mod:`tuner.export.runtime_formats` (``onnxruntime``, ``openvino``, ``triton``), their shared helpers in

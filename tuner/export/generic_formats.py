@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import SpecError
-from tuner.export.common import _axis, _json, _options, _workload
+from tuner.export.common import _anchors, _axis, _json, _options, _workload
 from tuner.export.provenance import comment_header
 from tuner.export.select import Selection
 
@@ -38,19 +38,26 @@ def _tuner(selection: Selection, base_dir: Path | None) -> str:
     if options:
         workload["options"] = options
     # relative paths were relative to the original workload file: make them absolute where they resolve
-    anchors = [base_dir] if base_dir else []
-    if selection.workload_path:
-        anchors.append(Path(selection.workload_path).expanduser().parent)
-    anchors.append(Path.cwd())
+    anchors = _anchors(selection, base_dir)
     for key in ("model", "images", "cwd"):
         value = workload.get(key)
-        if not isinstance(value, str) or not value or value.startswith("zoo:") or Path(value).is_absolute():
-            continue
-        found = next((a / value for a in anchors if (a / value).exists()), None)
+        found = _absolute(value, anchors)
         if found is not None:
-            workload[key] = str(found.resolve())
-        else:
+            workload[key] = found
+        elif isinstance(value, str) and value and not value.startswith("zoo:") and not Path(value).is_absolute():
             notes.append(f"workload.{key} {value!r} is relative to the original workload file's folder")
+    # the declared inputs (workload.inputs, or the pipeline infer stage's) re-feed the same shapes and data:
+    # their file: / images: sources resolve like the model
+    if isinstance(workload.get("inputs"), dict):
+        workload["inputs"] = _absolute_inputs(workload["inputs"], "workload.inputs", anchors, notes)
+    if isinstance(workload.get("stages"), list):
+        stages = []
+        for i, stage in enumerate(workload["stages"]):
+            if isinstance(stage, dict) and stage.get("type") == "infer" and isinstance(stage.get("inputs"), dict):
+                where = f"workload.stages[{i}].inputs"
+                stage = {**stage, "inputs": _absolute_inputs(stage["inputs"], where, anchors, notes)}
+            stages.append(stage)
+        workload["stages"] = stages
     # every section as the study had it (whatever the schema holds), the search fixed, the study minimal
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -68,6 +75,33 @@ def _tuner(selection: Selection, base_dir: Path | None) -> str:
     header = comment_header(selection.provenance(notes), fmt="tuner", verify_hint=True)
     body = yaml.safe_dump(out, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return header + body
+
+
+def _absolute(value: Any, anchors: list[Path]) -> str | None:
+    """A relative path (not ``zoo:``) as the absolute path it resolves to from the first anchor that has it."""
+    if not isinstance(value, str) or not value or value.startswith("zoo:") or Path(value).is_absolute():
+        return None
+    found = next((a / value for a in anchors if (a / value).exists()), None)
+    return str(found.resolve()) if found is not None else None
+
+
+def _absolute_inputs(inputs: dict[str, Any], where: str, anchors: list[Path], notes: list[str]) -> dict[str, Any]:
+    """``inputs:`` with the ``file`` / ``images`` paths of their ``data`` made absolute where they resolve."""
+    out: dict[str, Any] = {}
+    for name, decl in inputs.items():
+        data = decl.get("data") if isinstance(decl, dict) else None
+        if isinstance(data, dict):
+            for kind in ("file", "images"):
+                value = data.get(kind)
+                found = _absolute(value, anchors)
+                if found is not None:
+                    decl = {**decl, "data": {**data, kind: found}}
+                elif isinstance(value, str) and value and not Path(value).is_absolute():
+                    notes.append(
+                        f"{where}.{name}.data.{kind} {value!r} is relative to the original workload file's folder"
+                    )
+        out[name] = decl
+    return out
 
 
 def _json_format(selection: Selection, base_dir: Path | None) -> str:

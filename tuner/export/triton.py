@@ -3,8 +3,11 @@
 Triton's ``ModelConfig`` message lives in ``tritonclient`` (``tritonclient.grpc.model_config_pb2``);
 when that is installed it is used. Otherwise :func:`model_config_class` builds the subset of
 ``inference.ModelConfig`` that ``tuner export --format triton`` writes -- the same message, field
-names, types and numbers as Triton's ``model_config.proto`` -- so a file parses here exactly when its
-fields would parse in Triton (an unknown or mistyped field is a parse error in both).
+names, types and numbers as Triton's ``model_config.proto`` (checked against
+triton-inference-server/common ``protobuf/model_config.proto``: ``ModelConfig.input`` = 5, ``output`` = 6,
+``ModelInput`` / ``ModelOutput`` / ``ModelTensorReshape`` and the ``DataType`` enum with Triton's own
+numbers) -- so a file parses here exactly when its fields would parse in Triton (an unknown or mistyped
+field is a parse error in both).
 """
 
 from __future__ import annotations
@@ -12,7 +15,27 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-__all__ = ["model_config_class", "parse_config_pbtxt"]
+__all__ = ["DATA_TYPES", "model_config_class", "parse_config_pbtxt"]
+
+#: Triton's ``DataType`` enum (``model_config.proto``), in the order of its numbers: TYPE_INVALID = 0 ...
+#: TYPE_BF16 = 14
+DATA_TYPES = (
+    "TYPE_INVALID",
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+)
 
 
 @cache
@@ -40,6 +63,37 @@ def model_config_class() -> Any:
         return msg
 
     opt, rep = f.LABEL_OPTIONAL, f.LABEL_REPEATED
+    data_type = fdp.enum_type.add(name="DataType")
+    for i, value in enumerate(DATA_TYPES):
+        data_type.value.add(name=value, number=i)
+    message("ModelTensorReshape", [("shape", 1, f.TYPE_INT64, rep, "")])
+    model_input = message(
+        "ModelInput",
+        [
+            ("name", 1, f.TYPE_STRING, opt, ""),
+            ("data_type", 2, f.TYPE_ENUM, opt, ".inference.DataType"),
+            ("format", 3, f.TYPE_ENUM, opt, ".inference.ModelInput.Format"),
+            ("dims", 4, f.TYPE_INT64, rep, ""),
+            ("reshape", 5, f.TYPE_MESSAGE, opt, ".inference.ModelTensorReshape"),
+            ("is_shape_tensor", 6, f.TYPE_BOOL, opt, ""),
+            ("allow_ragged_batch", 7, f.TYPE_BOOL, opt, ""),
+            ("optional", 8, f.TYPE_BOOL, opt, ""),
+        ],
+    )
+    input_format = model_input.enum_type.add(name="Format")
+    for i, value in enumerate(("FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW")):
+        input_format.value.add(name=value, number=i)
+    message(
+        "ModelOutput",
+        [
+            ("name", 1, f.TYPE_STRING, opt, ""),
+            ("data_type", 2, f.TYPE_ENUM, opt, ".inference.DataType"),
+            ("dims", 3, f.TYPE_INT64, rep, ""),
+            ("label_filename", 4, f.TYPE_STRING, opt, ""),
+            ("reshape", 5, f.TYPE_MESSAGE, opt, ".inference.ModelTensorReshape"),
+            ("is_shape_tensor", 6, f.TYPE_BOOL, opt, ""),
+        ],
+    )
     group = message(
         "ModelInstanceGroup",
         [
@@ -70,6 +124,8 @@ def model_config_class() -> Any:
             ("name", 1, f.TYPE_STRING, opt, ""),
             ("platform", 2, f.TYPE_STRING, opt, ""),
             ("max_batch_size", 4, f.TYPE_INT32, opt, ""),
+            ("input", 5, f.TYPE_MESSAGE, rep, ".inference.ModelInput"),
+            ("output", 6, f.TYPE_MESSAGE, rep, ".inference.ModelOutput"),
             ("instance_group", 7, f.TYPE_MESSAGE, rep, ".inference.ModelInstanceGroup"),
             ("dynamic_batching", 11, f.TYPE_MESSAGE, opt, ".inference.ModelDynamicBatching"),
             ("optimization", 12, f.TYPE_MESSAGE, opt, ".inference.ModelOptimizationPolicy"),

@@ -45,7 +45,7 @@ from tuner.workloads.pipeline.accounting import _Accounting
 from tuner.workloads.pipeline.flow import DRAIN_TIMEOUT_S, Batch, Clock, Item, PipelineError, StageFailed, _Stage
 from tuner.workloads.pipeline.stage_work import Delay, decode_jpeg, preprocess_image, top_k
 from tuner.workloads.pipeline.stages import StageConfig
-from tuner.workloads.pipeline.workers import _Feeder, _first_rows, _template_array, _WorkerLoops
+from tuner.workloads.pipeline.workers import _Feeder, _first_rows, _template_array, _WorkerLoops, image_key
 
 __all__ = ["Pipeline"]
 
@@ -57,6 +57,9 @@ class Pipeline(_Accounting, _WorkerLoops):
 
     ``batch_size`` of the measured source is 1: one completion per image. ``clock`` stamps every item,
     queue and busy interval; ``sleep`` is what ``delay`` stages wait with (both injectable for tests).
+    ``inputs``: the configuration's plan of the infer stage's ``inputs:`` (:func:`tuner.config.inputs.plan_inputs`),
+    handed to every instance as ``RuntimeConfig.inputs``; the image input's height and width are the
+    preprocess stage's default crop.
     """
 
     batch_size = 1
@@ -68,6 +71,7 @@ class Pipeline(_Accounting, _WorkerLoops):
         images: Sequence[Path],
         params: Mapping[str, Any],
         backend: Backend | None = None,
+        inputs: Mapping[str, Any] | None = None,
         clock: Clock = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -76,6 +80,7 @@ class Pipeline(_Accounting, _WorkerLoops):
         self.configs = list(stages)
         self.images = list(images)
         self.params = dict(params)
+        self.inputs: dict[str, Any] = dict(inputs or {})
         self.backend = backend
         self.pool_size = int(self.params.get("pool_size", 1))
         self.threads = int(self.params.get("threads", 1))
@@ -116,7 +121,10 @@ class Pipeline(_Accounting, _WorkerLoops):
     def load(self) -> float:
         """Open the infer stage's instances, prepare the stages' work; return the seconds it took."""
         t0 = self._clock()
-        layout, size = "nchw", 224
+        # the crop: the declared image input's height and width (a backend with opaque inputs, e.g. sim), then
+        # the image input the instances really prepared; 224 x 224 NCHW when neither tells
+        declared = (_geometry(entry.get("shape")) for entry in self.inputs.values())
+        layout, size = next((g for g in declared if g is not None), ("nchw", (224, 224)))
         infer = next((s for s in self.stages if s.type == "infer"), None)
         templates: list[Any] = []
         if infer is not None:
@@ -128,23 +136,25 @@ class Pipeline(_Accounting, _WorkerLoops):
                     requests_per_sync=self.requests_per_sync,
                     pool_size=self.pool_size,
                     index=index,
+                    inputs=self.inputs,
                 )
                 self.instances.append(self.backend.open(config))
             templates = [inst.prepare_inputs() for inst in self.instances]
             arr = _template_array(templates[0])
             if arr is not None:
-                shape = tuple(arr.shape)
-                if len(shape) == 4 and shape[1] == 3:
-                    layout, size = "nchw", int(shape[2])
-                elif len(shape) == 4 and shape[3] == 3:
-                    layout, size = "nhwc", int(shape[1])
+                layout, size = _geometry(arr.shape) or (layout, size)
             self.applied = dict(self.instances[0].applied_options())
             self.applied["pipeline_feed"] = "images" if arr is not None else "backend's own inputs (opaque)"
+            if arr is not None:
+                name = _input_name(templates[0], self.instances[0])
+                self.applied["pipeline_input"] = {"name": name, "shape": list(arr.shape), "dtype": str(arr.dtype)}
         self.applied["stages"] = {
             s.name: {"type": s.type, "workers": s.workers, **({"queue": s.queue_depth} if s.inbox else {})}
             for s in self.stages
         }
-        self.applied["preprocess_input"] = {"layout": layout, "size": size}
+        height, width = size
+        shown: dict[str, Any] = {"size": height} if height == width else {"height": height, "width": width}
+        self.applied["preprocess_input"] = {"layout": layout, **shown}
         if any(s.type == "read" and s.config.options.get("preload") for s in self.stages):
             self._preloaded = [p.read_bytes() for p in self.images]
         for s in self.stages:
@@ -156,15 +166,15 @@ class Pipeline(_Accounting, _WorkerLoops):
                 raise StageFailed(s.name, s.type, err) from None
         return self._clock() - t0
 
-    def _make_work(self, s: _Stage, layout: str, size: int, templates: list[Any]) -> Callable[[Any], Any]:
+    def _make_work(self, s: _Stage, layout: str, size: tuple[int, int], templates: list[Any]) -> Callable[[Any], Any]:
         opts = s.config.options
         if s.type == "decode":
             resize = 0
             if opts.get("reduce"):
                 nxt = next((t for t in self.stages[s.index + 1 :] if t.type == "preprocess"), None)
                 if nxt is not None:
-                    p_size = nxt.config.options.get("size") or size
-                    resize = nxt.config.options.get("resize") or round(p_size * 256 / 224)
+                    side = nxt.config.options.get("size") or max(size)
+                    resize = nxt.config.options.get("resize") or round(side * 256 / 224)
             library, fast = opts.get("library", "simplejpeg"), bool(opts.get("fast"))
             decode_jpeg(self._file_bytes(0), library=library, min_side=resize, fast=fast)  # fail at load
 
@@ -174,10 +184,12 @@ class Pipeline(_Accounting, _WorkerLoops):
 
             return decode
         if s.type == "preprocess":
-            p_size = int(opts.get("size") or size)
-            resize = int(opts.get("resize") or round(p_size * 256 / 224))
-            if resize < p_size:
-                raise PipelineError(f"stage {s.name!r}: resize {resize} is smaller than size {p_size}")
+            # an explicit size is a square crop; else the image input's height and width
+            p_size = (int(opts["size"]), int(opts["size"])) if opts.get("size") else size
+            resize = int(opts.get("resize") or round(max(p_size) * 256 / 224))
+            if resize < max(p_size):
+                shown_size = p_size[0] if p_size[0] == p_size[1] else f"{p_size[0]}x{p_size[1]}"
+                raise PipelineError(f"stage {s.name!r}: resize {resize} is smaller than size {shown_size}")
             p_layout = opts.get("layout") or layout
             mean, std = tuple(opts.get("mean", (0.485, 0.456, 0.406))), tuple(opts.get("std", (0.229, 0.224, 0.225)))
 
@@ -285,3 +297,28 @@ class Pipeline(_Accounting, _WorkerLoops):
 
     def applied_options(self) -> dict[str, Any]:
         return dict(self.applied)
+
+
+def _geometry(shape: Any) -> tuple[str, tuple[int, int]] | None:
+    """(layout, (height, width)) of a 4-D 3-channel image shape (NCHW, else NHWC); None for anything else."""
+    if shape is None or len(shape) != 4:
+        return None
+    dims = [int(d) for d in shape]
+    if dims[1] == 3:
+        return "nchw", (dims[2], dims[3])
+    if dims[3] == 3:
+        return "nhwc", (dims[1], dims[2])
+    return None
+
+
+def _input_name(template: Any, instance: Instance) -> str | None:
+    """The model's name of the image input of ``template`` (a backend may key its inputs by index)."""
+    key = image_key(template)
+    if isinstance(key, str):
+        return key
+    feeds = instance.feeds
+    if key is not None and feeds:
+        position = list(template).index(key)
+        if position < len(feeds):
+            return feeds[position].name
+    return None

@@ -56,7 +56,8 @@ def run_pipeline_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         backend_cls = get_backend(job["backend"])
         model = Path(job["model"]) if job.get("model") else None
         backend = backend_cls(model, job.get("options", {}))
-    pipeline = Pipeline(stages, images=images, params=job["params"], backend=backend)
+    # the infer stage's inputs: plan for this config (tuner.workloads.base.worker_job), fed by the backend
+    pipeline = Pipeline(stages, images=images, params=job["params"], backend=backend, inputs=job.get("inputs"))
 
     def relay(event: dict[str, Any]) -> None:
         name = event.get("event")

@@ -18,7 +18,13 @@ type            consumes      produces    work
 ==============  ============  ==========  ===========================================================
 
 ``infer`` takes no ``workers``: its workers are ``pool_size`` runtime instances, each keeping
-``requests_per_sync`` batches in flight (the pool workload's axes apply to it unchanged).
+``requests_per_sync`` batches in flight (the pool workload's axes apply to it unchanged). It takes
+``inputs:``, the pool workload's declarations of what each model input is fed
+(:class:`tuner.config.inputs.InputDecl`: ``shape`` with ``batch`` and dimension axes, ``dtype``,
+``data``): the image input (the model's first 4-D float input, or its only input) gets the preprocessed
+batches, and its declared height and width are the preprocess stage's default crop -- ``[batch, 3,
+image_size, image_size]`` with ``image_size`` searched resizes the crops per configuration; every other
+input is fed from its declaration (a scalar sample rate, a state tensor) alongside the images.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tuner.config.inputs import InputDecl
 from tuner.workloads.pipeline.stage_work import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["STAGE_TYPES", "StageConfig", "StageSpecError", "validate_stages"]
@@ -63,8 +70,16 @@ class DecodeOptions(_Opts):
 
 
 class PreprocessOptions(_Opts):
-    size: int | None = Field(None, ge=1, le=8192, description="crop size; default: the model's input height")
-    resize: int | None = Field(None, ge=1, le=16384, description="short side before the crop; default size*256/224")
+    size: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="square crop size; default: the image input's height and width (declared under the infer "
+        "stage's inputs, else the model's)",
+    )
+    resize: int | None = Field(
+        None, ge=1, le=16384, description="short side before the crop; default the crop's longer side * 256/224"
+    )
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     layout: Literal["nchw", "nhwc"] | None = Field(None, description="default: the model's input layout")
@@ -72,6 +87,12 @@ class PreprocessOptions(_Opts):
 
 class NoOptions(_Opts):
     pass
+
+
+class InferOptions(_Opts):
+    inputs: dict[str, InputDecl] | None = Field(
+        None, description="what each model input is fed: {name: {shape, dtype, data}} (as the pool's inputs:)"
+    )
 
 
 class PostprocessOptions(_Opts):
@@ -102,7 +123,7 @@ STAGE_TYPES: dict[str, StageType] = {
         StageType("decode", "bytes", "image", DecodeOptions, "JPEG -> HxWx3 uint8 RGB"),
         StageType("preprocess", "image", "sample", PreprocessOptions, "resize, centre crop, normalise"),
         StageType("batch", "sample", "batch", NoOptions, "stacks batch_size samples"),
-        StageType("infer", "batch", "outputs", NoOptions, "the model on the workload's backend", has_workers=False),
+        StageType("infer", "batch", "outputs", InferOptions, "the model on the workload's backend", has_workers=False),
         StageType("postprocess", "outputs", "result", PostprocessOptions, "top-k per sample"),
         StageType("delay", "*", "*", DelayOptions, "sleeps per item (tests, what-if)"),
     )
@@ -216,6 +237,12 @@ def validate_stages(raw: Any) -> list[StageConfig]:
             key = ".".join(str(p) for p in e["loc"])
             top = str(e["loc"][0]) if e["loc"] else ""
             loc = (i, *e["loc"])
+            if e["type"] == "extra_forbidden" and top == "inputs" and len(e["loc"]) > 2:
+                bad = str(e["loc"][-1])
+                valid = list(InputDecl.model_fields)
+                raise StageSpecError(
+                    loc, f": unknown key of an input{_nearest(bad, valid)} (an input takes {', '.join(valid)})"
+                ) from None
             if e["type"] == "extra_forbidden":
                 valid = [*_COMMON, *stype.options.model_fields]
                 raise StageSpecError(
@@ -225,7 +252,9 @@ def validate_stages(raw: Any) -> list[StageConfig]:
             if e["type"] == "literal_error":
                 msg = "expected one of " + msg.removeprefix("Input should be ")
             raise StageSpecError(loc, f" = {e.get('input')!r}: {msg}" if key else f": {msg}") from None
-        stages.append(StageConfig(name, kind, workers, queue, opts.model_dump(mode="json")))
+        # an infer stage's inputs reach the trial as the job's plan (tuner.config.inputs.plan_inputs), not here
+        options = opts.model_dump(mode="json", exclude={"inputs"})
+        stages.append(StageConfig(name, kind, workers, queue, options))
     _check_flow(stages)
     return stages
 

@@ -248,19 +248,24 @@ class _Round:
 class _Feeder:
     """Turns a batch array into the backend's inputs, following the instance's own prepared inputs.
 
-    ``{name: array}`` with one array, or a bare array: the batch replaces it (same shape, cast to its
-    dtype). Anything else (the ``sim`` backend's opaque inputs) is passed as prepared: the images flow
-    through the pipeline for counting and timing, the backend models its own work.
+    The template is one request's inputs as the instance prepared them (from the workload's ``inputs:``
+    plan where the backend feeds one). Its image input (:func:`image_key`) is replaced by the batch (same
+    shape, cast to its dtype); every other input keeps its prepared array (a scalar sample rate, a state
+    tensor). A bare array is replaced as a whole. Anything else (the ``sim`` backend's opaque inputs) is
+    passed as prepared: the images flow through the pipeline for counting and timing, the backend models
+    its own work.
     """
 
     def __init__(self, template: Any) -> None:
         self.template = template
-        self.name: str | None = None
-        arr = _template_array(template)
+        self.key = image_key(template)
+        arr: np.ndarray | None = None
+        if isinstance(template, np.ndarray):
+            arr = template
+        elif self.key is not None:
+            arr = template[self.key]
         self.shape = tuple(arr.shape) if arr is not None else None
         self.dtype = arr.dtype if arr is not None else None
-        if isinstance(template, dict) and arr is not None:
-            self.name = next(iter(template))
 
     def __call__(self, data: Any) -> Any:
         if self.shape is None or not isinstance(data, np.ndarray):
@@ -268,21 +273,40 @@ class _Feeder:
         if tuple(data.shape) != self.shape:
             raise BackendError(
                 f"the pipeline makes batches of shape {tuple(data.shape)} but the model input is {self.shape}; "
-                "set the preprocess stage's size/layout to the model's input"
+                "set the preprocess stage's size/layout to the model's input (or leave size unset: it follows "
+                "the input's declared height and width)"
             )
         if data.dtype != self.dtype:
             data = data.astype(self.dtype)
-        return {self.name: data} if self.name is not None else data
+        if self.key is None:
+            return data
+        return {**self.template, self.key: data}
+
+
+def _is_image(arr: Any) -> bool:
+    return isinstance(arr, np.ndarray) and arr.ndim == 4 and arr.dtype.kind == "f"
+
+
+def image_key(template: Any) -> Any:
+    """The key of the image input in a dict of prepared inputs: the first 4-D float array (the model's
+    order), else the only array; None for anything else (a bare array, opaque inputs)."""
+    if not isinstance(template, dict) or not template:
+        return None
+    for key, value in template.items():
+        if _is_image(value):
+            return key
+    if len(template) == 1:
+        key, value = next(iter(template.items()))
+        return key if isinstance(value, np.ndarray) else None
+    return None
 
 
 def _template_array(template: Any) -> np.ndarray | None:
+    """The image array of one request's prepared inputs (see :func:`image_key`), or None."""
     if isinstance(template, np.ndarray):
         return template
-    if isinstance(template, dict) and len(template) == 1:
-        value = next(iter(template.values()))
-        if isinstance(value, np.ndarray):
-            return value
-    return None
+    key = image_key(template)
+    return template[key] if key is not None else None
 
 
 def _first_rows(outputs: Any, rows: int) -> np.ndarray | None:
