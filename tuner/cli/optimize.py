@@ -9,11 +9,16 @@ from typing import Any
 import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, print_json
+from tuner.cli.init import SHAPE_HELP, VALUE_HELP
 
 
 @handle_errors
 def optimize(
-    workload: Path = typer.Argument(..., help="workload YAML file"),
+    workload: Path = typer.Argument(
+        ..., help="workload YAML file, or a model (.onnx, .xml, zoo:<name>) drafted as `tuner init` does"
+    ),
+    shape: list[str] = typer.Option(None, "--shape", help=f"a model argument: {SHAPE_HELP}"),
+    value: list[str] = typer.Option(None, "--value", help=f"a model argument: {VALUE_HELP}"),
     storage: str = typer.Option(
         None,
         "--storage",
@@ -35,12 +40,12 @@ def optimize(
     top: int = typer.Option(10, "--top", help="rows in the top-N table"),
 ) -> None:
     """Run (or resume) the study of a workload and print the best config and the knee."""
-    from tuner.config.spec import load_spec
+    from tuner.cli.init import workload_spec
     from tuner.report.summary import study_report
     from tuner.study.run import optimize as run_optimize
     from tuner.study.storage import open_storage
 
-    spec = load_spec(workload)
+    spec = workload_spec(workload, shape, value)
     if sampler:
         spec = _with_sampler(spec, sampler)
     progress = _Progress()

@@ -10,12 +10,17 @@ import typer
 
 from tuner.cli._common import err_console, handle_errors, out_console, parse_sets, print_json
 from tuner.cli._render import qps_pm
+from tuner.cli.init import SHAPE_HELP, VALUE_HELP
 from tuner.text import format_params
 
 
 @handle_errors
 def run(
-    workload: Path = typer.Argument(..., help="workload YAML file"),
+    workload: Path = typer.Argument(
+        ..., help="workload YAML file, or a model (.onnx, .xml, zoo:<name>) drafted as `tuner init` does"
+    ),
+    shape: list[str] = typer.Option(None, "--shape", help=f"a model argument: {SHAPE_HELP}"),
+    value: list[str] = typer.Option(None, "--value", help=f"a model argument: {VALUE_HELP}"),
     set_: list[str] = typer.Option(
         None, "--set", "-s", help="axis=value (repeatable); unset axes take their first choice or low bound"
     ),
@@ -33,7 +38,7 @@ def run(
     ),
 ) -> None:
     """Measure one configuration: warm-up, steady-state windows, metrics."""
-    from tuner.config.spec import load_spec
+    from tuner.cli.init import workload_spec
     from tuner.errors import SpecError, TrialFailed
     from tuner.execution.runner import measure_config
     from tuner.platform import fingerprint
@@ -45,7 +50,7 @@ def run(
         provenance = read_provenance_file(workload)
         if set_:
             raise SpecError("--verify re-measures the exported configuration as it is; drop --set")
-    spec = load_spec(workload)
+    spec = workload_spec(workload, shape, value)
     params = spec.resolve_params(parse_sets(set_))
     with err_console.status("loading model ...") as status:
 
