@@ -23,6 +23,14 @@ METRICS: dict[str, str] = {
     "qps_ci_low": "lower end of the 95 % confidence interval of qps (samples/s; null when unknown)",
     "qps_ci_high": "upper end of the 95 % confidence interval of qps (samples/s; null when unknown)",
     "qps_cv": "coefficient of variation of the windows' qps (one run) or of the runs' qps (repeats); null when unknown",
+    "server_qps": "load.scenario server: the highest Poisson arrival rate (samples/s) at which LoadGen measured the "
+    "load.percentile latency within load.latency_ms (minimum duration and queries met); 0 when no rate tried did",
+    "server_latency_ms": "load.scenario server: LoadGen's load.percentile latency at server_qps (ms)",
+    "server_latency_p50_ms": "load.scenario server: LoadGen's median latency at server_qps (ms)",
+    "loadgen_valid": "load.scenario server/offline: 1 when LoadGen called the run at the reported rate VALID (early "
+    "stopping included), else 0",
+    "server_runs": "load.scenario server: LoadGen runs the peak search made",
+    "offline_qps": "load.scenario offline: LoadGen's Offline samples per second",
 }
 
 #: metrics that can be objectives or constraints (numeric scalars)

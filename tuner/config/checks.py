@@ -126,6 +126,13 @@ def check_workload(ctx: CheckContext, kind: type[Any]) -> None:
     for key, owner in _KEY_OWNER.items():
         if key in given and owner != name:
             raise ctx.error(("workload", key), f"only for kind: {owner} (this workload is kind: {name})")
+    scenario = ctx.model.load.scenario
+    if scenario != "closed" and not getattr(kind, "serves_loadgen", False):
+        raise ctx.error(
+            ("load", "scenario"),
+            f"{scenario} runs MLPerf LoadGen against a pool of instances: only kind: pool serves it (this workload "
+            f"is kind: {name}); use scenario: closed",
+        )
     stages_owner = _KEY_OWNER["stages"]
     for key in ctx.axes:
         if key.startswith("stages.") and name != stages_owner:

@@ -110,6 +110,36 @@ class MeasureSection(_Strict):
         return self
 
 
+class LoadSection(_Strict):
+    """``load``: how a trial loads the system -- closed loop (default) or MLPerf LoadGen's Server / Offline.
+
+    ``server``: per trial, the highest Poisson arrival rate whose ``percentile`` latency stays within
+    ``latency_ms`` (a bisection over LoadGen PerformanceOnly runs, seeded from the closed-loop qps of the
+    same config, at most ``max_runs`` runs of ``min_duration_s`` each) -> ``server_qps``. ``offline``: one
+    LoadGen Offline run -> ``offline_qps``. Both need the ``serving`` extra (``mlcommons-loadgen``).
+    """
+
+    scenario: Literal["closed", "server", "offline"] = "closed"
+    latency_ms: float | None = Field(None, gt=0, le=3_600_000)
+    percentile: float = Field(0.99, gt=0, lt=1)
+    min_duration_s: float = Field(20.0, gt=0, le=86_400)
+    min_queries: int = Field(64, ge=1, le=100_000_000)
+    max_runs: int = Field(6, ge=2, le=50)
+    precision: float = Field(0.05, gt=0, lt=1)
+    samples: int = Field(1024, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _bound(self) -> LoadSection:
+        if self.scenario == "server" and self.latency_ms is None:
+            raise ValueError("scenario: server needs latency_ms (the bound the percentile latency must meet)")
+        return self
+
+    @property
+    def rate_metric(self) -> str:
+        """The metric a trial's rate is: ``qps`` (closed), ``server_qps`` or ``offline_qps``."""
+        return {"closed": "qps", "server": "server_qps", "offline": "offline_qps"}[self.scenario]
+
+
 class KneeSection(_Strict):
     tolerance: float = Field(0.10, gt=0, lt=1)
 
@@ -193,6 +223,7 @@ class WorkloadFile(_Strict):
     objectives: list[dict[str, Literal["maximize", "minimize"]]] = Field(default_factory=lambda: [{"qps": "maximize"}])
     constraints: dict[str, Bound] = Field(default_factory=dict)
     knee: KneeSection = Field(default_factory=KneeSection)
+    load: LoadSection = Field(default_factory=LoadSection)
     measure: MeasureSection = Field(default_factory=MeasureSection)
     study: StudySection = Field(default_factory=StudySection)
 

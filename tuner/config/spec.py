@@ -178,6 +178,9 @@ def _with_hash(spec: Spec) -> Spec:
     # drift correction changes the analysis, not a measurement; off, it is as if the key did not exist
     if not spec.model.measure.drift_correction:
         content["measure"].pop("drift_correction", None)
+    # closed loop without a load section is what every study made before load: existed measured
+    if "load" not in spec.model.model_fields_set:
+        content.pop("load", None)
     content["name"] = spec.name
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Spec(**{**spec.__dict__, "spec_hash": digest})

@@ -47,6 +47,9 @@ Contract (a subclass sets ``name`` and implements :meth:`WorkloadKind.build_job`
   stage and its stages' workers; ``command`` nothing unless the file declares ``workload.host_threads``.
   The default counts ``pool_size x threads`` when ``cpu_bound(spec)`` (True by default; a kind written
   before ``host_threads`` existed may still override it) and None otherwise.
+* ``serves_loadgen`` (class attribute, default False): the kind runs the LoadGen scenarios of ``load:``
+  (``pool`` does: :meth:`tuner.workloads.pool.PoolWorkload.serve`); a file asking one of another kind is an
+  error naming the kinds that do.
 * ``uses_backend(spec)``: whether the trial opens ``workload.backend``'s instances (then an
   ``onnxruntime`` model is checked as ONNX before any trial). Default False.
 
@@ -77,6 +80,8 @@ class WorkloadKind(ABC):
     name: ClassVar[str] = ""
     #: True: tuner runs :meth:`run_in_child` in the trial's worker process; False: tuner calls :meth:`run`
     runs_in_worker: ClassVar[bool] = True
+    #: whether the kind runs ``load.scenario`` server / offline (MLPerf LoadGen drives it; ``pool`` does)
+    serves_loadgen: ClassVar[bool] = False
 
     def check(self, ctx: CheckContext) -> None:
         """Validate this kind's part of a loaded workload file; ``raise ctx.error(loc, message)``."""
@@ -125,9 +130,10 @@ def worker_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -
     ``options`` are the fixed ``workload.options`` with the searched ``options.*`` of ``params`` applied;
     ``inputs`` the plan of the file's ``inputs:`` for ``params`` (:func:`tuner.config.inputs.plan_inputs`: concrete
     shapes, dtypes, data; ``{}`` when it declares none), which the instances get as ``RuntimeConfig.inputs``;
-    ``measure`` the steady-state settings (without the repeat keys: the parent runs the repeats).
+    ``measure`` the steady-state settings (without the repeat keys: the parent runs the repeats); ``load``
+    the file's ``load`` section when it is not the closed loop (a LoadGen scenario after the closed-loop part).
     """
-    return {
+    job = {
         "backend": spec.workload.backend,
         "model": str(model_path) if model_path else None,
         "options": config_options(spec, params),
@@ -136,6 +142,9 @@ def worker_job(spec: Spec, params: Mapping[str, Any], model_path: Path | None) -
         "measure": spec.measure.child_settings(),
         "spec_path": str(spec.path) if spec.path else None,
     }
+    if spec.model.load.scenario != "closed":
+        job["load"] = spec.model.load.model_dump(mode="json")
+    return job
 
 
 def config_options(spec: Spec, params: Mapping[str, Any]) -> dict[str, Any]:

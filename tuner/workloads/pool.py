@@ -9,9 +9,10 @@ load. A request's latency runs from its submission to its completion.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuner.backends.base import Backend, Instance, RuntimeConfig
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
     from tuner.config.checks import CheckContext
     from tuner.config.spec import Spec
+
+
+_STOP_SERVING = object()
 
 
 class PoolWorkload:
@@ -56,6 +60,8 @@ class PoolWorkload:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._drivers: list[threading.Thread] = []
+        self._serve_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._serving: list[threading.Thread] = []
 
     # -------------------------------------------------------------------------------- lifecycle
     def load(self) -> float:
@@ -124,6 +130,68 @@ class PoolWorkload:
 
     def applied_options(self) -> dict[str, Any]:
         return self.instances[0].applied_options() if self.instances else {}
+
+    # -------------------------------------------------------------------------------- serving (LoadGen)
+    def serve(self, complete: Callable[[Sequence[int]], None]) -> Callable[[Sequence[int]], None]:
+        """Serve sample ids from one shared queue (:class:`tuner.measurement.loadgen.Served`).
+
+        Each instance runs ``requests_per_sync`` serving threads; a thread takes the oldest id (waiting for
+        one), then up to ``batch_size - 1`` more that are already queued (no waiting for a batch to fill),
+        runs one request and calls ``complete(ids)``. A partial batch runs the full prepared batch (a
+        runtime compiled for a fixed batch pads the same way). After an error every id is completed at once
+        without inference, so LoadGen's run ends; :meth:`failed` reports the error.
+        """
+        self._serve_queue = queue.SimpleQueue()
+        self._serving = []
+        for index, inst in enumerate(self.instances):
+            for slot in range(self.requests_per_sync):
+                t = threading.Thread(
+                    target=self._serve_loop, args=(inst, self._inputs[index][slot], complete), daemon=True
+                )
+                t.name = f"tuner-serve-{index}-{slot}"
+                self._serving.append(t)
+                t.start()
+        put = self._serve_queue.put
+
+        def enqueue(ids: Sequence[int]) -> None:
+            for i in ids:
+                put(i)
+
+        return enqueue
+
+    def stop_serving(self, timeout_s: float = 30.0) -> None:
+        threads, self._serving = self._serving, []
+        for _ in threads:
+            self._serve_queue.put(_STOP_SERVING)
+        deadline = time.monotonic() + timeout_s
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _serve_loop(self, inst: Instance, x: Any, complete: Callable[[Sequence[int]], None]) -> None:
+        q, batch = self._serve_queue, self.batch_size
+        while True:
+            first = q.get()
+            if first is _STOP_SERVING:
+                return
+            ids, stop = [first], False
+            while len(ids) < batch:
+                try:
+                    more = q.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP_SERVING:
+                    stop = True
+                    break
+                ids.append(more)
+            if self._error is None:
+                try:
+                    inst.infer(x)
+                except BaseException as err:  # noqa: BLE001 - reported through failed()
+                    if self._error is None:
+                        self._error = err
+            complete(ids)
+            if stop:
+                return
 
     # -------------------------------------------------------------------------------- drivers
     def _guard(self, target: Callable[[Instance, list[Any]], None], inst: Instance, inputs: list[Any]) -> None:
@@ -212,6 +280,10 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
         finally:
             pool.stop()
         applied = pool.applied_options()
+        load = job.get("load")
+        if load and load.get("scenario", "closed") != "closed":
+            # the closed-loop qps just measured seeds LoadGen: a server cannot sustain more than that flat out
+            metrics.update(serve_with_loadgen(pool, load, seed_qps=float(metrics["qps"]), applied=applied, emit=emit))
     finally:
         pool.close()
     metrics["load_s"] = load_s
@@ -219,13 +291,71 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
     return {"metrics": metrics, "applied": applied, "versions": backend.versions()}
 
 
+def serve_with_loadgen(
+    served: Any,
+    load: Mapping[str, Any],
+    *,
+    seed_qps: float,
+    applied: dict[str, Any],
+    emit: Callable[[dict[str, Any]], None],
+) -> dict[str, float]:
+    """The LoadGen part of a trial (``load.scenario`` server or offline): its metrics; ``applied["loadgen"]``
+    gets what LoadGen said of each run (result, reasons, rates, latencies)."""
+    from tuner.measurement.loadgen import (
+        LoadGenSettings,
+        find_server_peak,
+        infeasible_reason,
+        run_loadgen,
+        server_metrics,
+    )
+
+    settings = LoadGenSettings(
+        scenario=str(load["scenario"]),
+        target_qps=seed_qps,
+        latency_ms=load.get("latency_ms"),
+        percentile=float(load.get("percentile", 0.99)),
+        min_duration_s=float(load.get("min_duration_s", 20.0)),
+        min_queries=int(load.get("min_queries", 64)),
+        samples=int(load.get("samples", 1024)),
+    )
+    emit({"event": "loadgen_start", "scenario": settings.scenario})
+    if settings.scenario == "offline":
+        run = run_loadgen(served, settings)
+        applied["loadgen"] = {"runs": [run.to_dict()], "result": "VALID" if run.valid else "INVALID"}
+        return {"offline_qps": run.rate_qps, "loadgen_valid": 1.0 if run.valid else 0.0}
+    best, runs = find_server_peak(
+        served,
+        settings,
+        seed_qps=seed_qps,
+        max_runs=int(load.get("max_runs", 6)),
+        precision=float(load.get("precision", 0.05)),
+        emit=emit,
+    )
+    applied["loadgen"] = {
+        "runs": [r.to_dict() for r in runs],
+        "result": "VALID" if best is not None and best.valid else "INVALID",
+        "bound_met": best is not None,
+        "reason": infeasible_reason(runs, settings),
+    }
+    return server_metrics(best, runs, settings.percentile)
+
+
 class PoolKind(WorkloadKind):
     """``kind: pool``: ``pool_size`` instances of ``workload.backend``, measured in the worker child."""
 
     name = "pool"
+    serves_loadgen = True
 
     def check(self, ctx: CheckContext) -> None:
         ctx.check_backend()
+        if ctx.model.load.scenario != "closed":
+            from importlib.util import find_spec
+
+            if find_spec("mlperf_loadgen") is None:
+                raise ctx.error(
+                    ("load", "scenario"),
+                    f"{ctx.model.load.scenario} runs MLPerf LoadGen: pip install 'tuner[serving]' (mlcommons-loadgen)",
+                )
 
     def host_threads(self, spec: Spec, params: Mapping[str, Any], *, usable_cores: int) -> HostThreads | None:
         """The backend's count (``Backend.host_threads``): the pool is its instances and nothing else computes."""
