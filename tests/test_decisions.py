@@ -109,6 +109,28 @@ def test_a_resumed_study_keeps_its_confirmation_and_does_not_repeat_it(confirmed
     assert confirmation_rounds(trials_of(path, first.study_name))["session"] == first.confirmation["session"]
 
 
+def test_rounds_with_their_own_window_measure_a_fixed_length(tmp_path: Path) -> None:
+    # the search's windows are 0.2 s and stop once 2 agree within 20 %; the rounds measure exactly 2 windows
+    # of 0.3 s each, stability off, one run each even though the search repeats twice
+    path = workload(
+        tmp_path,
+        study={"trials": 4, "confirm": {"rounds": 2, "max_configs": 2, "window_s": 0.3}, "drift": {"every": 0}},
+        search={"pool_size": [3, 6, 9, 12]},
+    )
+    doc = yaml.safe_load(path.read_text())
+    doc["measure"] = {**FAST, "repeats": 2}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = optimize(load_spec(path))
+    trials = trials_of(path, result.study_name)
+    rounds = [t for t in trials if "confirm" in t.user_attrs]
+    search = [t for t in trials if is_measured(t) and t.state == TrialState.COMPLETE]
+    assert len(rounds) == 4
+    for t in rounds:
+        assert len(t.user_attrs["window_qps"]) == 2
+        assert "qps_runs" not in t.user_attrs  # one run
+    assert all(len(t.user_attrs.get("qps_runs") or []) == 2 for t in search)
+
+
 def test_no_confirm_skips_the_round(tmp_path: Path) -> None:
     path = workload(tmp_path, study={"trials": 3})
     result = optimize(load_spec(path), confirm=False)

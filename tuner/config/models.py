@@ -149,6 +149,9 @@ class ConfirmSection(_Strict):
 
     rounds: int = Field(3, ge=0, le=100)
     max_configs: int = Field(4, ge=2, le=20)
+    # the window length of the rounds' measurements (default measure.window_s): the rounds compare a config
+    # with the reference measured minutes apart in another process, so more short rounds beat fewer long ones
+    window_s: float | None = Field(None, gt=0, le=3600)
 
 
 class DriftSection(_Strict):

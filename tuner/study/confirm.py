@@ -10,11 +10,18 @@ Candidates (:func:`candidates`): the plateau config itself, then the configs who
 ``1 - tolerance`` of the plateau's lower bound (could be the knee) cheapest first -- in cost order, equal
 costs in the params' own order, so which configs fill the slots does not depend on how each one's noise
 fell -- then the configs whose interval reaches the plateau's (could be the best); at most
-``study.confirm.max_configs``. The knee is decided among the cheap ones, and the tie set is what the rounds
+``study.confirm.max_configs``. With ``study.confirm.window_s`` each round measures a fixed length (warm-up,
+then ``measure.stable_windows`` windows of that length, no waiting for stability): more short rounds beat
+fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
 cannot tell from the plateau, so a cheap config that ties it is the best. Each round's measurements are
 trials of the study marked
 ``confirm = {"session", "round", "slot", "config"}``; a session is one confirmation of one run of the
 command, and the report decides from the latest complete one.
+
+Under a latency bound (``load.scenario`` server / offline) everything here reads the study's rate metric
+(``server_qps``, ``offline_qps``) instead of ``qps``: the candidates come from the rate view of the records
+(:func:`tuner.study.ledger.rate_view`, where ``qps`` is the rate and no closed-loop interval is left, so a
+candidate's bounds are its rate), and each round's figure is the rate the trial served.
 """
 
 from __future__ import annotations
@@ -23,15 +30,17 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from tuner.analysis.knee import TrialRecord, config_cost, merge_repeats
+from tuner.config.spec import Spec
 from tuner.search.space import config_key
 from tuner.study.extra_trials import measure_as_trial
 from tuner.study.ledger import trial_records
 from tuner.study.objective import TrialSettings
 from tuner.text import finite_or_none
-from tuner.trial_attrs import qps_of
+from tuner.trial_attrs import rate_of
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -70,9 +79,12 @@ def candidates(records: Sequence[TrialRecord], tolerance: float, max_configs: in
 def run_confirmation(settings: TrialSettings, *, rounds: int, max_configs: int, seed: int) -> dict[str, Any]:
     """Measure the candidates ``rounds`` times, interleaved; returns what was done (for the run's result)."""
     spec, study = settings.spec, settings.study
-    chosen = candidates(trial_records(study.get_trials(deepcopy=False)), spec.knee.tolerance, max_configs)
+    rate = spec.model.load.rate_metric
+    chosen = candidates(trial_records(study.get_trials(deepcopy=False), rate=rate), spec.knee.tolerance, max_configs)
     if not chosen or rounds < 1:
         return {"rounds": 0, "configs": [], "reason": "fewer than two candidate configs"}
+    if spec.study.confirm.window_s is not None:
+        settings = replace(settings, spec=_with_window(spec, spec.study.confirm.window_s))
     session = uuid.uuid4().hex[:12]
     rng = random.Random(seed)
     configs = [dict(r.params) for r in chosen]
@@ -90,11 +102,29 @@ def run_confirmation(settings: TrialSettings, *, rounds: int, max_configs: int, 
     return {"rounds": rounds, "configs": configs, "session": session, "trials": numbers}
 
 
-def confirmation_rounds(trials: Sequence[Any]) -> dict[str, Any] | None:
+def _with_window(spec: Spec, window_s: float) -> Spec:
+    """``spec`` measuring a fixed length: warm-up, then ``measure.stable_windows`` windows of ``window_s``.
+
+    The stability rule is off (the rounds, not a longer measurement, average the noise out), so every round
+    costs the same; one run each (``measure.repeats`` is for the search).
+    """
+    measure = spec.measure
+    update = {
+        "window_s": window_s,
+        "stability": 0.999,
+        "max_s": max(measure.max_s, measure.warmup_s + window_s),
+        "repeats": 1,  # the rounds are the repeats
+    }
+    model = spec.model.model_copy(update={"measure": measure.model_copy(update=update)})
+    return replace(spec, model=model)
+
+
+def confirmation_rounds(trials: Sequence[Any], *, rate: str = "qps") -> dict[str, Any] | None:
     """The latest confirmation session of a study's trials: ``{"session", "configs", "qps_by_round"}``.
 
-    ``qps_by_round[i]`` holds config ``i``'s qps in rounds ``0..R-1`` (NaN where a measurement failed);
-    ``configs[i]`` its params. Works on Optuna's trials and on the report's SQL rows alike.
+    ``qps_by_round[i]`` holds config ``i``'s ``rate`` (the study's rate metric: qps unless the study runs
+    under a latency bound) in rounds ``0..R-1`` (NaN where a measurement failed or, under a bound, no rate
+    was served); ``configs[i]`` its params. Works on Optuna's trials and on the report's SQL rows alike.
     """
     sessions: dict[str, list[Any]] = {}
     for t in trials:
@@ -111,7 +141,7 @@ def confirmation_rounds(trials: Sequence[Any]) -> dict[str, Any] | None:
         mark = t.user_attrs["confirm"]
         i = int(mark["config"])
         configs[i] = dict(t.user_attrs.get("config") or t.params)
-        value = qps_of(t)
+        value = rate_of(t, rate)  # 0 (no rate met the bound) is a missing round to the paired decision
         qps.setdefault(i, [math.nan] * rounds)[int(mark["round"])] = math.nan if value is None else value
     order = sorted(configs)
     return {
