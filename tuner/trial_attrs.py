@@ -57,6 +57,12 @@ class TrialAttrs:
     stopped_early: str | None = None
     #: a drift reference re-measurement: ``{"reference": trial number, "after": measured trials}``
     drift: dict[str, Any] | None = None
+    #: a LoadGen confirmation run (``tuner confirm``): ``{"pick", "trial", "params", "scenario", "target_qps",
+    #: "result", "reasons", "rate_qps", "latency_ms", "artifacts", ...}`` (:mod:`tuner.study.loadgen_confirm`)
+    loadgen_confirm: dict[str, Any] | None = None
+    #: why a complete trial is infeasible besides its constraints (load.scenario server: no arrival rate met
+    #: the latency bound, LoadGen's reason); such a trial is never knee or best
+    infeasible_reason: str | None = None
     #: everything measured: contract metrics and any other figure
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +78,7 @@ class TrialAttrs:
         "spooled_from",
         "confirm",
         "drift",
+        "loadgen_confirm",
     )
 
     @classmethod
@@ -117,9 +124,14 @@ def is_yield(trial: Any) -> bool:
     return "yielded" in trial.user_attrs
 
 
+#: the marks of trials added outside the search (paired confirmation, drift reference, LoadGen confirmation)
+EXTRA_MARKS: tuple[str, ...] = ("confirm", "drift", "loadgen_confirm")
+
+
 def is_extra(trial: Any) -> bool:
-    """A confirmation or drift re-measurement, added after (or between) the search's own trials."""
-    return "confirm" in trial.user_attrs or "drift" in trial.user_attrs
+    """A confirmation, drift or LoadGen confirmation (``tuner confirm``) run, added after (or between) the
+    search's own trials."""
+    return any(mark in trial.user_attrs for mark in EXTRA_MARKS)
 
 
 def failure_of(trial: Any) -> dict[str, Any]:
@@ -132,7 +144,7 @@ def is_measured(trial: Any) -> bool:
 
     A trial stopped early (PRUNED, ``stopped_early``) spent its measurement too. Not measured: interrupted
     (Ctrl-C), spooled (its result was recorded as another trial), or died (the worker was killed: Optuna
-    re-queues the config and the retry is the measurement). Confirmation and drift re-measurements
+    re-queues the config and the retry is the measurement). Confirmation, drift and LoadGen confirmation runs
     (:func:`is_extra`) are not the search's: they never spend its budget.
     """
     if is_extra(trial):
@@ -153,14 +165,31 @@ def is_open_failure(trial: Any) -> bool:
     return _state(trial) == "FAIL" and not is_measured(trial)
 
 
-def qps_of(trial: Any) -> float | None:
-    """The measured qps of a complete trial (a duplicate carries its original's)."""
-    qps = trial.user_attrs.get("qps")
-    if _state(trial) != "COMPLETE" or isinstance(qps, bool) or not isinstance(qps, int | float):
+def rate_of(trial: Any, metric: str) -> float | None:
+    """The measured value of rate ``metric`` (``qps``, ``server_qps``, ``offline_qps``) of a complete trial
+    (a duplicate carries its original's); None when the trial is not complete or has no such number."""
+    value = trial.user_attrs.get(metric)
+    if _state(trial) != "COMPLETE" or isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(qps)
+    return float(value)
+
+
+def qps_of(trial: Any) -> float | None:
+    """The measured (closed-loop) qps of a complete trial (a duplicate carries its original's)."""
+    return rate_of(trial, "qps")
+
+
+#: the rate a study's knee and best are decided on, by ``load.scenario`` (closed, server, offline)
+RATE_METRICS: tuple[str, ...] = ("qps", "server_qps", "offline_qps")
+
+
+def rate_metric_of(study_attrs: Mapping[str, Any]) -> str:
+    """The study's rate metric from its user attributes (``rate_metric``, written at creation); ``qps`` for
+    a study made before ``load:`` existed, or an unknown value."""
+    value = study_attrs.get("rate_metric")
+    return str(value) if value in RATE_METRICS else "qps"
 
 
 def is_feasible(trial: Any) -> bool:
-    """Whether the trial met every constraint (a trial without constraints is feasible)."""
+    """Whether the trial met every constraint and the load's bound (a trial without constraints is feasible)."""
     return bool(trial.user_attrs.get("feasible", True))

@@ -368,8 +368,12 @@ def find_knee(
     *,
     bootstrap: int = 200,
     seed: int = 0,
+    rate_name: str = "qps",
 ) -> KneeResult:
     """Find the saturation knee of a study.
+
+    ``rate_name`` only names the figure in ``reason``: the records' ``qps`` may be a study's rate metric
+    (``server_qps`` under a latency bound, :func:`tuner.study.ledger.rate_view`), decided on exactly alike.
 
     Infeasible trials and trials without a finite ``qps`` are ignored; a configuration (same ``params``)
     measured several times counts once, with its mean qps and all its windows (:func:`merge_repeats`).
@@ -431,7 +435,7 @@ def find_knee(
         reason = (
             "no trials to analyse"
             if not trials
-            else "no feasible trial with a qps measurement, so there is no plateau and no knee"
+            else f"no feasible trial with a {rate_name} measurement, so there is no plateau and no knee"
         )
         return KneeResult(tolerance, None, None, None, False, None, reason)
 
@@ -466,14 +470,14 @@ def find_knee(
     elif costlier:
         n = len(costlier)
         reason = (
-            f"saturation reached: {where} gives {knee.qps:.4g} qps, within {pct} of the "
-            f"{plateau_qps:.4g} qps plateau, and {n} costlier configuration{'s' if n > 1 else ''} "
+            f"saturation reached: {where} gives {knee.qps:.4g} {rate_name}, within {pct} of the "
+            f"{plateau_qps:.4g} {rate_name} plateau, and {n} costlier configuration{'s' if n > 1 else ''} "
             f"measured did not beat it by more than that"
         )
     else:
         reason = (
             f"saturation not reached yet: no costlier configuration was measured beyond {where} "
-            f"({knee.qps:.4g} qps, the cheapest within {pct} of the {plateau_qps:.4g} qps plateau)"
+            f"({knee.qps:.4g} {rate_name}, the cheapest within {pct} of the {plateau_qps:.4g} {rate_name} plateau)"
         )
         if edge:
             reason += f"; {rising}"

@@ -52,7 +52,7 @@ def _root(
 
 app.command("run")(_run.run)
 
-for _name in ("init", "optimize", "report", "compare", "export", "studies", "dashboard"):
+for _name in ("init", "optimize", "report", "compare", "export", "confirm", "studies", "dashboard"):
     try:
         _module = __import__(f"tuner.cli.{_name}", fromlist=[_name])
     except ModuleNotFoundError:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuner.text import finite_or_none, format_params
@@ -33,7 +34,29 @@ def qps_pm(metrics: Mapping[str, Any]) -> str:
     return f"{num(qps)} ± {half}" + (f" (measured {num(raw)})" if raw is not None else "")
 
 
-def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str] | None = None) -> Table:
+def rate_text(metrics: Mapping[str, Any], rate: str) -> str:
+    """The figure a knee or best was decided on: ``20.1 ± 0.6 qps``, or under a latency bound
+    ``server_qps 14.2 at p99 48.1 ms (closed-loop qps 20.1 ± 0.6)``."""
+    if rate == "qps":
+        return f"{qps_pm(metrics)} qps"
+    at = ""
+    if rate == "server_qps" and metrics.get("server_latency_ms") is not None:
+        at = f" at {num(metrics.get('server_latency_ms'), 3)} ms"
+    return f"{rate} {num(metrics.get(rate))}{at} (closed-loop qps {qps_pm(metrics)})"
+
+
+def loadgen_text(doc: Mapping[str, Any]) -> str:
+    """``LoadGen VALID`` / ``LoadGen INVALID (why)`` of a report record (empty without LoadGen figures)."""
+    verdict = doc.get("loadgen")
+    if not isinstance(verdict, Mapping) or not verdict.get("result"):
+        return ""
+    why = "; ".join(str(r) for r in verdict.get("reasons") or [])
+    return f"LoadGen {verdict['result']}" + (f" ({why})" if why else "")
+
+
+def records_table(
+    title: str, records: list[dict[str, Any]], mark: dict[int, str] | None = None, *, rate: str = "qps"
+) -> Table:
     mark = mark or {}
     names: list[str] = []
     for r in records:
@@ -47,13 +70,20 @@ def records_table(title: str, records: list[dict[str, Any]], mark: dict[int, str
         table.add_column(n.replace("options.", "opt.").replace("requests_per_sync", "req/sync"), justify="right")
     # pipelines: the stage that limits each trial
     bottleneck = any("bottleneck" in r["metrics"] for r in records)
-    for col in ("qps", "p50 ms", "p99 ms", "rss MiB", "cpu", "stable", *(("bottleneck",) if bottleneck else ()), ""):
+    # under a latency bound: the rate first (what the ranking is by), then the closed-loop figures
+    served = (rate, *(("at ms",) if rate == "server_qps" else ())) if rate != "qps" else ()
+    columns = (*served, "qps", "p50 ms", "p99 ms", "rss MiB", "cpu", "stable", *(("bottleneck",) if bottleneck else ()))
+    for col in (*columns, ""):
         table.add_column(col, justify="right")
     for r in records:
         m = r["metrics"]
+        rate_cells = [num(m.get(rate))] if rate != "qps" else []
+        if rate == "server_qps":
+            rate_cells.append(num(m.get("server_latency_ms"), 3))
         table.add_row(
             str(r["number"]),
             *[num(r["params"].get(n)) for n in varying],
+            *rate_cells,
             qps_pm(m),
             num(m.get("latency_p50_ms"), 3),
             num(m.get("latency_p99_ms"), 3),
@@ -77,19 +107,26 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         markup=True,
     )
     best, knee = report.get("best"), report.get("knee")
+    rate = str(report.get("rate_metric") or "qps")
+    if rate != "qps":
+        console.print(f"      knee and best decided on [bold]{rate}[/] (load.scenario)", markup=True)
     if best:
+        verdict = loadgen_text(best)
         console.print(
             f"[bold]best[/]  #{best['number']}  {format_params(best['params'])}  ->  "
-            f"{qps_pm(best['metrics'])} qps, p99 {num(best['metrics'].get('latency_p99_ms'))} ms",
+            f"{escape(rate_text(best['metrics'], rate))}, p99 {num(best['metrics'].get('latency_p99_ms'))} ms"
+            + (f"; {escape(verdict)}" if verdict else ""),
             markup=True,
         )
     if knee:
         conf = knee.get("confidence")
         sure = f", confidence {conf:.0%}" if isinstance(conf, float) else ""
         status = "[green]confirmed[/]" if knee["confirmed"] else "[yellow]not confirmed[/]"
+        verdict = loadgen_text(knee)
         console.print(
             f"[bold]knee[/]  #{knee['number']}  {format_params(knee['params'])}  ->  "
-            f"{qps_pm(knee['metrics'])} qps  ({status}{sure})",
+            f"{escape(rate_text(knee['metrics'], rate))}  ({status}{sure})"
+            + (f"; {escape(verdict)}" if verdict else ""),
             markup=True,
         )
         bottleneck = knee["metrics"].get("bottleneck")
@@ -104,7 +141,7 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
             + "; ".join(format_params(d["params"], hide_ones=True) for d in report.get("tie_set") or [])
         )
         table = Table(title="paired confirmation", title_justify="left")
-        for col in ("config", "qps per round", "ratio to reference (95 %)", "tie set"):
+        for col in ("config", f"{rate} per round", "ratio to reference (95 %)", "tie set"):
             table.add_column(col)
         for d in c["configs"]:
             table.add_row(
@@ -123,13 +160,26 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
     if knee:
         marks[knee["number"]] = (marks.get(knee["number"], "") + " knee").strip()
     if report.get("top"):
-        console.print(records_table(f"top {min(top, len(report['top']))} by qps", report["top"][:top], marks))
+        console.print(
+            records_table(f"top {min(top, len(report['top']))} by {rate}", report["top"][:top], marks, rate=rate)
+        )
     if len(report.get("objectives", [])) > 1 and report.get("pareto"):
         console.print(
             records_table(
-                "Pareto front (" + ", ".join(f"{m} {d}" for m, d in report["objectives"]) + ")", report["pareto"], marks
+                "Pareto front (" + ", ".join(f"{m} {d}" for m, d in report["objectives"]) + ")",
+                report["pareto"],
+                marks,
+                rate=rate,
             )
         )
+    if report.get("infeasible"):
+        table = Table(title="infeasible trials", title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("params")
+        table.add_column("reason")
+        for f in report["infeasible"][-10:]:
+            table.add_row(str(f["number"]), format_params(f["params"]), str(f["reason"])[:240])
+        console.print(table)
     if report.get("failed"):
         table = Table(title="failed trials", title_justify="left")
         table.add_column("#", justify="right")
@@ -138,3 +188,23 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         for f in report["failed"][-10:]:
             table.add_row(str(f["number"]), format_params(f["params"]), str(f["reason"])[:160])
         console.print(table)
+    confirmation = report.get("loadgen_confirmation")
+    if confirmation:
+        c = confirmation
+        pct = f"p{float(c.get('percentile') or 0.99) * 100:g}"
+        bound = f" (bound {num(c['latency_bound_ms'])} ms)" if c.get("latency_bound_ms") is not None else ""
+        outcome = f"[green]{c.get('result')}[/]" if c.get("valid") else f"[red]{c.get('result')}[/]"
+        why = f": {escape('; '.join(map(str, c['reasons'])))}" if c.get("reasons") else ""
+        console.print(
+            f"[bold]LoadGen confirmation[/]  trial #{c.get('trial')} ({c.get('pick')}) "
+            f"{escape(format_params(c.get('params') or {}))}, {c.get('scenario')} at {num(c.get('rate_qps'))} qps "
+            f"(target {num(c.get('target_qps'))}), {pct} {num(c.get('percentile_latency_ms'))} ms{bound}  "
+            f"{outcome}{why}",
+            markup=True,
+        )
+        logs = ", ".join(f"{k} {v}" for k, v in (c.get("artifacts") or {}).items())
+        console.print(
+            f"      stored as trial #{c.get('number')} ({c.get('count')} confirmation(s)); LoadGen logs (Optuna "
+            f"artifacts) in {escape(str(c.get('artifact_store')))}: {logs or '-'}",
+            markup=True,
+        )

@@ -28,6 +28,7 @@ def compare(
     from tuner.report.load import REPORT_SKIP, load_ref, parse_ref
     from tuner.report.summary import study_report
     from tuner.study.ledger import trial_records
+    from tuner.trial_attrs import rate_metric_of
 
     items = []
     for text in studies:
@@ -36,7 +37,8 @@ def compare(
             items.append(
                 CompareItem(
                     report=study_report(study, trials=study.trials),
-                    records=trial_records(study.trials),
+                    # the records the study's knee was taken over: its rate (server_qps under a latency bound)
+                    records=trial_records(study.trials, rate=rate_metric_of(study.user_attrs)),
                     workload_text=study.user_attrs.get("workload_text"),
                     storage=study.storage,
                 )
@@ -90,17 +92,21 @@ def _render(doc: dict[str, Any]) -> None:
         platforms.add_row(key + mark, *[", ".join(v) if isinstance(v, list) else num(v) for v in values])
     out_console.print(platforms)
 
+    rates = [str(s.get("rate_metric") or "qps") for s in studies]
+    shown = rates[0] if len(set(rates)) == 1 else "rate"
     summary = Table(title=f"best and knee (ratios to {doc['baseline']})", title_justify="left")
-    for col in ("", "best qps", "x", "knee", "knee qps", "x", "confirmed", "knee p99 ms", "x"):
+    columns = ("", f"best {shown}", "x", "knee", f"knee {shown}", "x", "confirmed", "knee p99 ms", "x")
+    for col in columns:
         summary.add_column(col, justify="right" if col not in ("", "knee") else "left")
-    for s, r in zip(studies, doc["ratios"], strict=True):
+    for s, r, rate in zip(studies, doc["ratios"], rates, strict=True):
         best, knee = s.get("best") or {}, s.get("knee") or {}
+        mark = f" ({rate})" if shown == "rate" else ""
         summary.add_row(
             s["label"],
-            num((best.get("metrics") or {}).get("qps")),
+            num((best.get("metrics") or {}).get(rate)) + mark,
             num(r["best_qps"], 3),
             _short(knee.get("params", {})) if knee else "-",
-            num((knee.get("metrics") or {}).get("qps")),
+            num((knee.get("metrics") or {}).get(rate)) + mark,
             num(r["knee_qps"], 3),
             ("yes" if knee.get("confirmed") else "no") if knee else "-",
             num((knee.get("metrics") or {}).get("latency_p99_ms"), 3),
@@ -108,7 +114,7 @@ def _render(doc: dict[str, Any]) -> None:
         )
     out_console.print(summary)
 
-    aligned = Table(title=f"best qps per {doc['axis']} (ratio to {doc['baseline']})", title_justify="left")
+    aligned = Table(title=f"best {shown} per {doc['axis']} (ratio to {doc['baseline']})", title_justify="left")
     aligned.add_column(doc["axis"], justify="right")
     for s in studies:
         aligned.add_column(s["label"], justify="right")

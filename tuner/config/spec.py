@@ -147,6 +147,7 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
                 f"{where}:{lines.line(('constraints', metric))}: constraints.{metric}: unknown metric"
                 f"{_nearest(metric, NUMERIC_METRICS)} (valid: {', '.join(NUMERIC_METRICS)})"
             )
+    _check_scenario_metrics(model, objectives, where, lines)
     ctx = CheckContext(
         model=model,
         axes=axes,
@@ -159,6 +160,36 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
     check_workload(ctx, kind)
     spec = Spec(name=name, path=path, text=text, model=model, axes=axes, objectives=objectives, base_dir=base_dir)
     return _with_hash(spec)
+
+
+#: metrics only a LoadGen scenario measures -> the ``load.scenario`` values that measure them
+SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
+    "server_qps": ("server",),
+    "server_latency_ms": ("server",),
+    "server_latency_p50_ms": ("server",),
+    "server_runs": ("server",),
+    "offline_qps": ("offline",),
+    "loadgen_valid": ("server", "offline"),
+}
+
+
+def _check_scenario_metrics(
+    model: WorkloadFile, objectives: tuple[tuple[str, str], ...], where: str, lines: _LineMap
+) -> None:
+    """An objective or constraint on a LoadGen metric needs the ``load.scenario`` that measures it."""
+    scenario = model.load.scenario
+    used = [(("objectives", i), f"objectives[{i}]", m) for i, (m, _) in enumerate(objectives)]
+    used += [(("constraints", m), f"constraints.{m}", m) for m in model.constraints]
+    for loc, key, metric in used:
+        needs = SCENARIO_METRICS.get(metric)
+        if needs is None or scenario in needs:
+            continue
+        wanted = " or ".join(needs)
+        hint = "latency_ms: <the bound>, " if "server" in needs else ""
+        raise SpecError(
+            f"{where}:{lines.line(loc)}: {key}: {metric} is measured only with load.scenario: {wanted} (this file's "
+            f"scenario is {scenario}); add load: {{scenario: {needs[0]}, {hint}...}} or use a closed-loop metric"
+        )
 
 
 def _with_hash(spec: Spec) -> Spec:

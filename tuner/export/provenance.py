@@ -13,6 +13,11 @@ workload hash, the export date and the tuner version:
   pbtxt or a shell script would choke on foreign syntax), and one JSON line is trivial to find and
   parse (:func:`read_provenance`) -- ``tuner run FILE --verify`` reads the study's figures from it;
 * in JSON formats (``json``, ``onnxruntime``, ``openvino``) as the top-level ``"provenance"`` key.
+
+When the study holds a LoadGen confirmation (``tuner confirm``), the record's ``loadgen_confirmation`` is the
+latest one (:func:`confirmation_record`: VALID/INVALID, the rate, the percentile latency against the bound,
+LoadGen's reasons, the ids of its summary and detail logs as Optuna artifacts, and whether it ran the exported
+configuration); the comment header says it in one line.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from typing import Any
 from tuner.errors import SpecError
 from tuner.text import format_params
 
-__all__ = ["MARKER", "PROVENANCE_VERSION", "comment_header", "read_provenance", "read_provenance_file"]
+__all__ = [
+    "MARKER",
+    "PROVENANCE_VERSION",
+    "comment_header",
+    "confirmation_record",
+    "read_provenance",
+    "read_provenance_file",
+]
 
 MARKER = "tuner-provenance:"
 PROVENANCE_VERSION = 1
@@ -68,6 +80,48 @@ def _num(value: Any, digits: int = 4) -> str:
     return "-" if value is None else str(value)
 
 
+def confirmation_record(doc: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The study's latest LoadGen confirmation (the report's ``loadgen_confirmation``) as a provenance record
+    carries it; ``same_config``: whether it ran ``params`` (the exported configuration). None without one."""
+    if not doc:
+        return None
+    confirmed = dict(doc.get("params") or {})
+    return {
+        "result": doc.get("result"),
+        "scenario": doc.get("scenario"),
+        "trial": doc.get("number"),
+        "of_trial": doc.get("trial"),
+        "pick": doc.get("pick"),
+        "params": confirmed,
+        "same_config": confirmed == dict(params),
+        "target_qps": doc.get("target_qps"),
+        "rate_qps": doc.get("rate_qps"),
+        "percentile": doc.get("percentile"),
+        "percentile_latency_ms": doc.get("percentile_latency_ms"),
+        "latency_bound_ms": doc.get("latency_bound_ms"),
+        "reasons": list(doc.get("reasons") or []),
+        "query_count": doc.get("query_count"),
+        "duration_s": doc.get("duration_s"),
+        "artifacts": dict(doc.get("artifacts") or {}),
+        "artifact_store": doc.get("artifact_store"),
+        "confirmed_at": doc.get("confirmed_at"),
+    }
+
+
+def _confirmation_line(c: Mapping[str, Any]) -> str:
+    pct = c.get("percentile")
+    latency = f"p{pct * 100:g} " if isinstance(pct, int | float) else ""
+    latency += f"{_num(c.get('percentile_latency_ms'))} ms"
+    if c.get("latency_bound_ms") is not None:
+        latency += f" (bound {_num(c.get('latency_bound_ms'))} ms)"
+    which = "this config" if c.get("same_config") else f"another config ({format_params(c.get('params') or {})})"
+    why = f": {'; '.join(map(str, c['reasons']))}" if c.get("reasons") else ""
+    return (
+        f"loadgen:   {c.get('scenario')} {c.get('result')} at {_num(c.get('rate_qps'))} qps, {latency}{why}; "
+        f"trial #{c.get('trial')} of {which}, {c.get('confirmed_at')}"
+    )
+
+
 def comment_header(prov: Mapping[str, Any], *, fmt: str, verify_hint: bool = False, prefix: str = "# ") -> str:
     """The readable provenance header, then the machine-readable line, as comment lines."""
     m = prov.get("metrics") or {}
@@ -94,6 +148,8 @@ def comment_header(prov: Mapping[str, Any], *, fmt: str, verify_hint: bool = Fal
         f"p99 {_num(m.get('latency_p99_ms'))} ms, peak RSS {_num(m.get('peak_rss_mb'))} MiB",
         f"exported:  {prov.get('exported_at')} by tuner {prov.get('tuner_version')}",
     ]
+    if prov.get("loadgen_confirmation"):
+        lines.append(_confirmation_line(prov["loadgen_confirmation"]))
     if prov.get("feasible") is False:
         lines.append("WARNING:   this trial broke a constraint of the study (infeasible)")
     for note in prov.get("notes") or []:

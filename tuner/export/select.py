@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.errors import SpecError, StudyError
-from tuner.export.provenance import KEY_METRICS, PLATFORM_KEYS, PROVENANCE_VERSION, now_utc
+from tuner.export.provenance import KEY_METRICS, PLATFORM_KEYS, PROVENANCE_VERSION, confirmation_record, now_utc
 from tuner.text import json_safe
 
-__all__ = ["Selection", "parse_pick", "select"]
+__all__ = ["LOADGEN_METRICS", "Selection", "parse_pick", "select"]
+
+#: the LoadGen figures (``load.scenario`` server / offline) a provenance record carries beside the key metrics:
+#: a config picked under a latency bound is deployed for the rate it served there
+LOADGEN_METRICS = ("server_qps", "server_latency_ms", "server_latency_p50_ms", "loadgen_valid", "offline_qps")
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,14 @@ class Selection:
     platform_tag: str
     spec_hash: str | None
     knee: Mapping[str, Any] | None = None
+    #: the study's latest LoadGen confirmation (the report's ``loadgen_confirmation``), if any
+    loadgen_confirmation: Mapping[str, Any] | None = None
     exported_at: str = field(default_factory=now_utc)
     tuner_version: str = ""
 
     def provenance(self, notes: list[str] | None = None) -> dict[str, Any]:
         """The provenance record (see :mod:`tuner.export.provenance`)."""
-        metrics = {k: self.metrics[k] for k in KEY_METRICS if k in self.metrics}
+        metrics = {k: self.metrics[k] for k in (*KEY_METRICS, *LOADGEN_METRICS) if k in self.metrics}
         return {
             "format": PROVENANCE_VERSION,
             "study": self.study,
@@ -55,6 +61,7 @@ class Selection:
             "exported_at": self.exported_at,
             "tuner_version": self.tuner_version,
             "notes": list(notes or []),
+            "loadgen_confirmation": json_safe(confirmation_record(self.loadgen_confirmation, self.params)),
         }
 
 
@@ -86,6 +93,9 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         number = int(doc["number"])
         if kind == "knee":
             knee_info = {"confirmed": doc.get("confirmed"), "confidence": doc.get("confidence")}
+            rate = str(report.get("rate_metric") or "qps")
+            if rate != "qps":
+                knee_info["rate_metric"] = rate  # the knee was taken over this rate, not over qps
     assert number is not None
     rows = {t.number: t for t in study.trials}
     row = rows.get(number)
@@ -103,7 +113,8 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
             + (f": {failure}" if failure else "")
             + "); pick a complete trial"
         )
-    # best and knee carry the analysis' metrics (a configuration measured several times: the means)
+    # best and knee carry the analysis' metrics (a configuration measured several times: the means); the
+    # report's records are honest: metrics.qps is the closed-loop qps, the study's rate under its own name
     doc = report.get(kind) if kind in ("best", "knee") else None
     metrics = (
         dict(doc["metrics"])
@@ -128,5 +139,6 @@ def select(study: Any, report: Mapping[str, Any], pick: str) -> Selection:
         platform_tag=str(attrs.get("platform_tag") or (platform_tag(platform) if platform else "unknown")),
         spec_hash=attrs.get("spec_hash"),
         knee=knee_info,
+        loadgen_confirmation=report.get("loadgen_confirmation"),
         tuner_version=tuner_version(),
     )

@@ -12,14 +12,14 @@ LoadGen run reuses the loaded instances. A system that raises while serving stil
 was given (LoadGen would wait for them forever otherwise) and the run raises the error afterwards.
 
 :func:`find_server_peak` bisects the arrival rate: it starts just under the closed-loop qps of the same
-configuration (a server cannot sustain more than it completes flat out), halves towards zero while runs miss
-the bound, and narrows between the best rate that met it and the lowest that did not until they are
-``precision`` apart or ``max_runs`` runs are made. A search run *meets the bound* when LoadGen found the
-percentile latency within ``latency_ms``, the minimum duration and the minimum query count: LoadGen's early
-stopping (part of its VALID) needs more queries than a short search run holds (about 660 for a p99 bound
-with no late query), so it is reported (``loadgen_valid``) but left to the long confirmation run
-(``tuner confirm``, LoadGen's own defaults). ``server_qps`` is the scheduled rate of the best run that met
-the bound (MLPerf's metric).
+configuration (a server cannot sustain more than it completes flat out: the closed-loop qps caps the search),
+halves towards zero while runs miss the bound, and narrows between the best rate that met it and the lowest
+that did not until they are ``precision`` apart or ``max_runs`` runs are made. A search run *meets the bound*
+when LoadGen found the percentile latency within ``latency_ms``, the minimum duration and the minimum query
+count: LoadGen's early stopping (part of its VALID) needs more queries than a short search run holds (about
+660 for a p99 bound with no late query), so it is reported (``loadgen_valid``) but left to the long
+confirmation run (``tuner confirm``, LoadGen's own defaults). ``server_qps`` is the scheduled rate of the best
+run that met the bound (MLPerf's metric).
 """
 
 from __future__ import annotations
@@ -71,16 +71,21 @@ class Served(Protocol):
 
 @dataclass(frozen=True)
 class LoadGenSettings:
-    """One LoadGen run: ``scenario`` (``server`` | ``offline``), the rate asked and the criteria."""
+    """One LoadGen run: ``scenario`` (``server`` | ``offline``), the rate asked and the criteria.
+
+    ``min_duration_s``, ``min_queries`` and ``seed`` None: LoadGen's own settings for the scenario (its
+    built-in ``mlperf.conf``: a 600 s minimum duration for Server and Offline, its minimum query count, the
+    official seeds) -- what ``tuner confirm`` runs by default; the peak search sets all three.
+    """
 
     scenario: str
     target_qps: float
     latency_ms: float | None = None
     percentile: float = 0.99
-    min_duration_s: float = 20.0
-    min_queries: int = 64
+    min_duration_s: float | None = 20.0
+    min_queries: int | None = 64
     samples: int = 1024
-    seed: int = 0
+    seed: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,10 @@ class LoadGenRun:
         if logs:
             doc.update(summary=self.summary, detail=self.detail)
         return doc
+
+
+#: scenario -> its name in LoadGen's mlperf.conf
+_CONF_SCENARIOS = {"server": "Server", "offline": "Offline"}
 
 
 def _pkey(percentile: float) -> str:
@@ -202,27 +211,34 @@ def run_from_logs(settings: LoadGenSettings, detail: str, summary: str) -> LoadG
 def run_loadgen(served: Served, settings: LoadGenSettings) -> LoadGenRun:
     """One LoadGen run of ``settings`` against ``served``; raises the system's error if it failed."""
     lg = loadgen_module()
-    enqueue = served.serve(lambda ids: lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids]))
-
-    def issue(query_samples: Sequence[Any]) -> None:
-        enqueue([q.id for q in query_samples])
-
+    if settings.scenario not in _CONF_SCENARIOS:
+        raise ValueError(f"unknown LoadGen scenario {settings.scenario!r}")
     test = lg.TestSettings()
+    if settings.min_duration_s is None or settings.min_queries is None or settings.seed is None:
+        # LoadGen's defaults for the scenario: its built-in mlperf.conf (conf_type 0: no user.conf), the
+        # "*" entries of a model it does not know; what is set below overrides them
+        test.FromConfig("", "tuner", _CONF_SCENARIOS[settings.scenario], 0)
     test.mode = lg.TestMode.PerformanceOnly
-    test.min_duration_ms = max(1, round(settings.min_duration_s * 1000))
-    test.min_query_count = settings.min_queries
-    test.qsl_rng_seed = test.sample_index_rng_seed = test.schedule_rng_seed = settings.seed
+    if settings.min_duration_s is not None:
+        test.min_duration_ms = max(1, round(settings.min_duration_s * 1000))
+    if settings.min_queries is not None:
+        test.min_query_count = settings.min_queries
+    if settings.seed is not None:
+        test.qsl_rng_seed = test.sample_index_rng_seed = test.schedule_rng_seed = settings.seed
     if settings.scenario == "server":
         assert settings.latency_ms is not None
         test.scenario = lg.TestScenario.Server
         test.server_target_qps = float(settings.target_qps)
         test.server_target_latency_ns = round(settings.latency_ms * 1e6)
         test.server_target_latency_percentile = float(settings.percentile)
-    elif settings.scenario == "offline":
+    else:
         test.scenario = lg.TestScenario.Offline
         test.offline_expected_qps = float(settings.target_qps)
-    else:
-        raise ValueError(f"unknown LoadGen scenario {settings.scenario!r}")
+    enqueue = served.serve(lambda ids: lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids]))
+
+    def issue(query_samples: Sequence[Any]) -> None:
+        enqueue([q.id for q in query_samples])
+
     with tempfile.TemporaryDirectory(prefix="tuner-loadgen-") as outdir:
         log = lg.LogSettings()
         log.log_output.outdir = outdir
@@ -271,7 +287,10 @@ def find_server_peak(
         raise ValueError(f"the seed rate must be positive, got {seed_qps!r}")
     runs: list[LoadGenRun] = []
     best: LoadGenRun | None = None
-    low, high = 0.0, None  # the best VALID and the lowest INVALID rate asked so far
+    # the best rate that met the bound and the lowest that did not; the closed-loop qps bounds the search from
+    # above (untested): a config cannot serve more than it completes flat out, and a short run at a rate above
+    # that has not yet built the queue that would show it
+    low, high = 0.0, seed_qps
     target = 0.9 * seed_qps
     while len(runs) < max_runs:
         result = run(served, replace(base, target_qps=target))
@@ -283,10 +302,8 @@ def find_server_peak(
                 best = result
             low = max(low, target)
         else:
-            high = target if high is None else min(high, target)
-        if high is None:  # valid just under the seed: try at the seed and above
-            target = low * 1.15
-        elif low == 0.0:
+            high = min(high, target)
+        if low == 0.0:
             target = high / 2.0
         else:
             if high / low - 1.0 <= precision:

@@ -1,6 +1,11 @@
 """Figure data, charts: the plain chart dicts of a study (see :mod:`tuner.report.figures` for their shape)
 -- saturation curve, latency vs qps, parameter importance, trial history -- and the figure set of a study.
-Pure data: no plotting library is imported here."""
+Pure data: no plotting library is imported here.
+
+The saturation curve, the importance and the history chart plot the study's rate metric (the report's
+``rate_metric``: ``qps``, or ``server_qps`` / ``offline_qps`` under ``load.scenario``), the figure the
+knee is taken over; the latency chart stays closed-loop (p99 latency against qps, both measured flat out).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from tuner.analysis.knee import TrialRecord, merge_repeats
 from tuner.analysis.pareto import pareto_front
 from tuner.report.axes import _log_axis, _qps, knee_axis, saturation_lines, series_axis
 from tuner.text import first_line, format_params
-from tuner.trial_attrs import is_duplicate, is_feasible, qps_of
+from tuner.trial_attrs import is_duplicate, is_feasible, rate_of
 
 #: at most this many lines on a saturation curve; with more values the curve shows the envelope only
 MAX_LINES = 8
@@ -22,6 +27,17 @@ MIN_IMPORTANCE_TRIALS = 4
 
 
 # ------------------------------------------------------------------------------------------- charts
+
+
+def _rate(report: Mapping[str, Any]) -> str:
+    return str(report.get("rate_metric") or "qps")
+
+
+def _rate_label(rate: str) -> str:
+    """The axis label of a rate: ``qps (samples/s)``, ``server_qps (samples/s at the latency bound)``."""
+    if rate == "server_qps":
+        return "server_qps (samples/s at the latency bound)"
+    return f"{rate} (samples/s)"
 
 
 def _marker(doc: Mapping[str, Any] | None, x_key: str, y_key: str, name: str, symbol: str) -> dict[str, Any] | None:
@@ -35,14 +51,19 @@ def _marker(doc: Mapping[str, Any] | None, x_key: str, y_key: str, name: str, sy
 
 
 def saturation_chart(records: Sequence[TrialRecord], report: Mapping[str, Any]) -> dict[str, Any]:
-    """The saturation curve of one study: best qps per value of its knee axis."""
+    """The saturation curve of one study: best rate (the report's ``rate_metric``) per value of its knee axis.
+
+    ``records`` are the rate view (:func:`tuner.study.ledger.trial_records` with the report's rate), whose
+    ``qps`` is the rate; the report's docs hold honest metrics, so the markers read the rate by name.
+    """
+    rate = _rate(report)
     merged = merge_repeats(records)
     x_axis = knee_axis(merged)
     by = series_axis(merged, x_axis)
     lines = saturation_lines(merged, x_axis, by)
     note = None
     if by and len(lines) > MAX_LINES:
-        note = f"{len(lines)} values of {by}: showing the best qps over all of them"
+        note = f"{len(lines)} values of {by}: showing the best {rate} over all of them"
         lines = saturation_lines(merged, x_axis, None)
     series = [
         {
@@ -58,24 +79,24 @@ def saturation_chart(records: Sequence[TrialRecord], report: Mapping[str, Any]) 
     plateau = report.get("plateau_qps")
     tolerance = float(report.get("tolerance") or 0.1)
     if plateau:
-        hlines.append({"y": plateau, "name": f"plateau {plateau:.4g} qps", "dash": False})
+        hlines.append({"y": plateau, "name": f"plateau {plateau:.4g} {rate}", "dash": False})
         hlines.append({"y": (1 - tolerance) * plateau, "name": f"knee threshold (-{tolerance:.0%})", "dash": True})
     markers = [
         m
         for m in (
-            _marker(report.get("knee"), x_axis, "qps", "knee", "star"),
-            _marker(report.get("best"), x_axis, "qps", "best", "diamond"),
+            _marker(report.get("knee"), x_axis, rate, "knee", "star"),
+            _marker(report.get("best"), x_axis, rate, "best", "diamond"),
         )
         if m
     ]
     if not series:
-        note = "no feasible trial with a qps measurement"
+        note = f"no feasible trial with a {rate} measurement"
     return {
         "id": "saturation",
-        "title": f"{report.get('study', '')}: saturation curve (best qps per {x_axis})",
+        "title": f"{report.get('study', '')}: saturation curve (best {rate} per {x_axis})",
         "kind": "xy",
         "x_label": x_axis,
-        "y_label": "qps (samples/s)",
+        "y_label": _rate_label(rate),
         "x_log": _log_axis([x for s in series for x in s["x"]]),
         "axis": x_axis,
         "by": by,
@@ -142,14 +163,15 @@ def latency_chart(records: Sequence[TrialRecord], report: Mapping[str, Any]) -> 
 
 
 def importance_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
-    """Optuna's parameter importance for qps over the searched axes; a note says the method, or why it
-    cannot be computed (too few trials, nothing varies)."""
-    values, note = param_importances(study)
+    """Optuna's parameter importance for the study's rate over the searched axes; a note says the method, or
+    why it cannot be computed (too few trials, nothing varies)."""
+    rate = _rate(report)
+    values, note = param_importances(study, rate=rate)
     names = sorted(values, key=lambda k: values[k])
     series = [{"name": "importance", "x": [values[n] for n in names], "y": names, "mode": "bar"}] if values else []
     return {
         "id": "importance",
-        "title": f"{report.get('study', '')}: parameter importance for qps (Optuna)",
+        "title": f"{report.get('study', '')}: parameter importance for {rate} (Optuna)",
         "kind": "barh",
         "x_label": "importance (normalised)",
         "y_label": "parameter",
@@ -162,10 +184,10 @@ def importance_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
+def param_importances(study: Any, *, rate: str = "qps") -> tuple[dict[str, float], str | None]:
     """``({param: importance}, note)``: Optuna's ``get_param_importances`` on the study's complete,
-    measured trials (target: qps), on a seeded sample of at most :data:`MAX_IMPORTANCE_TRIALS`. The note
-    says which method ran, or why there are no values."""
+    measured trials (target: ``rate``, the study's rate metric), on a seeded sample of at most
+    :data:`MAX_IMPORTANCE_TRIALS`. The note says which method ran, or why there are no values."""
     import random
 
     trials = [
@@ -173,7 +195,7 @@ def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
         for t in study.trials
         if getattr(t.state, "name", "") == "COMPLETE"
         and not is_duplicate(t)
-        and qps_of(t) is not None
+        and rate_of(t, rate) is not None
         and t.params
         and getattr(t, "distributions", None)
     ]
@@ -191,7 +213,7 @@ def param_importances(study: Any) -> tuple[dict[str, float], str | None]:
         memory.add_trials(
             [
                 optuna.trial.create_trial(
-                    params=dict(t.params), distributions=dict(t.distributions), value=float(t.user_attrs["qps"])
+                    params=dict(t.params), distributions=dict(t.distributions), value=float(t.user_attrs[rate])
                 )
                 for t in trials
             ]
@@ -216,13 +238,15 @@ def _evaluator(optuna: Any) -> tuple[Any, str]:
 
 
 def history_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
-    """qps of every trial in order, the best feasible qps so far, failed trials at 0."""
+    """The rate (the report's ``rate_metric``) of every trial in order, the best feasible so far, failed
+    trials at 0."""
+    rate = _rate(report)
     done, failed = [], []
     best_x, best_y = [], []
     best = -math.inf
     for t in study.trials:
         state = getattr(t.state, "name", "")
-        qps = qps_of(t)
+        qps = rate_of(t, rate)
         if qps is not None:
             done.append((t.number, qps, is_duplicate(t)))
             if is_feasible(t) and qps > best:
@@ -260,16 +284,16 @@ def history_chart(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
         series.append({"name": "failed", "x": failed, "y": [0.0] * len(failed), "mode": "markers", "symbol": "x"})
     knee = report.get("knee")
     markers = []
-    if knee and knee["metrics"].get("qps") is not None:
+    if knee and knee["metrics"].get(rate) is not None:
         markers.append(
-            {"x": knee["number"], "y": knee["metrics"]["qps"], "name": f"knee #{knee['number']}", "symbol": "star"}
+            {"x": knee["number"], "y": knee["metrics"][rate], "name": f"knee #{knee['number']}", "symbol": "star"}
         )
     return {
         "id": "history",
         "title": f"{report.get('study', '')}: trial history",
         "kind": "xy",
         "x_label": "trial number",
-        "y_label": "qps (samples/s)",
+        "y_label": _rate_label(rate),
         "x_log": False,
         "series": series,
         "hlines": [],
@@ -317,14 +341,16 @@ def study_figures(study: Any, report: Mapping[str, Any]) -> dict[str, Any]:
     """
     from tuner.study.ledger import trial_records
 
-    records = trial_records(study.trials)
+    rate = _rate(report)
+    closed = trial_records(study.trials)
+    records = closed if rate == "qps" else trial_records(study.trials, rate=rate)
     return {
         "name": report["study"],
         "title": report["study"],
         "summary": summary_lines(report),
         "charts": [
             saturation_chart(records, report),
-            latency_chart(records, report),
+            latency_chart(closed, report),
             importance_chart(study, report),
             history_chart(study, report),
             *([drift] if (drift := drift_chart(report)) is not None else []),
@@ -345,14 +371,15 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     t = report.get("trials") or {}
     lines.append(f"trials: {t.get('complete', 0)} complete, {t.get('failed', 0)} failed, {t.get('pruned', 0)} skipped")
     best, knee = report.get("best"), report.get("knee")
+    rate = _rate(report)
     if best:
-        lines.append(f"best: #{best['number']} {params(best)} -> {best['metrics'].get('qps', 0):.4g} qps")
+        lines.append(f"best: #{best['number']} {params(best)} -> {best['metrics'].get(rate) or 0:.4g} {rate}")
     if knee:
         conf = knee.get("confidence")
         sure = f", confidence {conf:.0%}" if isinstance(conf, float) else ""
         status = "confirmed" if knee.get("confirmed") else "not confirmed"
         lines.append(
-            f"knee: #{knee['number']} {params(knee)} -> {knee['metrics'].get('qps', 0):.4g} qps ({status}{sure})"
+            f"knee: #{knee['number']} {params(knee)} -> {knee['metrics'].get(rate) or 0:.4g} {rate} ({status}{sure})"
         )
     if report.get("knee_reason"):
         lines.append(str(report["knee_reason"]))

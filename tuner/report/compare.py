@@ -7,7 +7,7 @@ study name, else ``<storage file>:<study>``::
 
     {"baseline": "<label of the first study>",
      "studies": [{"label", "study", "storage", "platform_tag", "platform", "spec_hash", "trials",
-                  "plateau_qps", "best", "knee"}, ...],
+                  "rate_metric", "plateau_qps", "best", "knee"}, ...],
      "platform_diff": {"cpu_model": ["AMD EPYC", "Rockchip RK3576"], ...},   # fingerprint keys that differ
      "ratios": [{"label", "best_qps", "knee_qps", "plateau_qps", "knee_in_flight",
                  "best_latency_p99_ms", "knee_latency_p99_ms"}, ...],          # each / the first's
@@ -19,6 +19,11 @@ study name, else ``<storage file>:<study>``::
 
 Workloads whose spec hashes differ are compared anyway, with a warning naming the keys that differ
 (from each study's stored workload text).
+
+Each study is compared on its own rate metric (its report's ``rate_metric``: ``qps``, or ``server_qps`` /
+``offline_qps`` under ``load.scenario``; each study entry names it): the best and knee ratios, the plateau
+and the aligned curves (``records`` are then the rate view, :func:`tuner.study.ledger.trial_records` with
+that rate). Studies that decide on different rates are compared anyway, with a warning.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 from tuner.analysis.knee import TrialRecord, in_flight, merge_repeats
 from tuner.report.axes import knee_axis, saturation_lines
 
-__all__ = ["CompareItem", "compare_studies", "workload_diff"]
+__all__ = ["CompareItem", "compare_studies", "rate_metric", "workload_diff"]
 
 #: fingerprint keys that describe the machine (shown side by side); "host" is left out of the diff
 _PLATFORM_KEYS = (
@@ -71,6 +76,11 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 def _metric(doc: Mapping[str, Any] | None, name: str) -> Any:
     return (doc or {}).get("metrics", {}).get(name)
+
+
+def rate_metric(report: Mapping[str, Any]) -> str:
+    """The rate a report's knee and best were decided on (``qps`` for reports made before it was named)."""
+    return str(report.get("rate_metric") or "qps")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -153,6 +163,7 @@ def compare_studies(items: Sequence[CompareItem], *, axis: str | None = None) ->
                 "platform": dict(r.get("platform") or {}),
                 "spec_hash": r.get("spec_hash"),
                 "trials": dict(r.get("trials") or {}),
+                "rate_metric": rate_metric(r),
                 "plateau_qps": r.get("plateau_qps"),
                 "best": _brief(r.get("best")),
                 "knee": _brief(r.get("knee")),
@@ -166,17 +177,25 @@ def compare_studies(items: Sequence[CompareItem], *, axis: str | None = None) ->
             platform_diff[key] = values
     if not platform_diff and len({s["platform_tag"] for s in studies}) == 1:
         warnings.append("every study ran on the same platform (identical hardware fingerprints)")
+    rates = [rate_metric(r) for r in reports]
+    if len(set(rates)) > 1:
+        warnings.append(
+            "the studies decide on different rates ("
+            + ", ".join(f"{n}: {q}" for n, q in zip(names, rates, strict=True))
+            + "): each one's best, knee and curve are its own rate, so the ratios compare different figures"
+        )
 
     base = reports[0]
+    base_rate = rates[0]
     ratios = []
-    for name, r in zip(names, reports, strict=True):
+    for name, r, rate in zip(names, reports, rates, strict=True):
         knee, best = r.get("knee"), r.get("best")
         base_knee, base_best = base.get("knee"), base.get("best")
         ratios.append(
             {
                 "label": name,
-                "best_qps": _ratio(_metric(best, "qps"), _metric(base_best, "qps")),
-                "knee_qps": _ratio(_metric(knee, "qps"), _metric(base_knee, "qps")),
+                "best_qps": _ratio(_metric(best, rate), _metric(base_best, base_rate)),
+                "knee_qps": _ratio(_metric(knee, rate), _metric(base_knee, base_rate)),
                 "plateau_qps": _ratio(r.get("plateau_qps"), base.get("plateau_qps")),
                 "knee_in_flight": _ratio(
                     in_flight(knee["params"]) if knee else None, in_flight(base_knee["params"]) if base_knee else None
@@ -275,8 +294,10 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 def compare_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The figure set of a comparison: the saturation curves overlaid, and best/knee qps per study."""
+    """The figure set of a comparison: the saturation curves overlaid, and best/knee rate per study."""
     axis = doc["axis"]
+    rates = [str(s.get("rate_metric") or "qps") for s in doc["studies"]]
+    shown = rates[0] if len(set(rates)) == 1 else "rate"
     series = [
         {
             "name": c["label"],
@@ -288,20 +309,20 @@ def compare_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
         for c in doc["curves"]
     ]
     markers = []
-    for s in doc["studies"]:
+    for s, rate in zip(doc["studies"], rates, strict=True):
         knee = s.get("knee")
-        if knee and axis in knee["params"] and knee["metrics"].get("qps") is not None:
+        if knee and axis in knee["params"] and knee["metrics"].get(rate) is not None:
             markers.append(
-                {"x": knee["params"][axis], "y": knee["metrics"]["qps"], "name": f"knee {s['label']}", "symbol": "star"}
+                {"x": knee["params"][axis], "y": knee["metrics"][rate], "name": f"knee {s['label']}", "symbol": "star"}
             )
     from tuner.report.axes import _log_axis
 
     overlay = {
         "id": "compare-saturation",
-        "title": f"saturation curves: best qps per {axis}",
+        "title": f"saturation curves: best {shown} per {axis}",
         "kind": "xy",
         "x_label": axis,
-        "y_label": "qps (samples/s)",
+        "y_label": f"{shown} (samples/s)",
         "x_log": _log_axis([x for s in series for x in s["x"]]),
         "series": series,
         "hlines": [],
@@ -311,14 +332,22 @@ def compare_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
     labels = [s["label"] for s in doc["studies"]]
     best_knee = {
         "id": "compare-best-knee",
-        "title": "best and knee qps per study",
+        "title": f"best and knee {shown} per study",
         "kind": "barh",
-        "x_label": "qps (samples/s)",
+        "x_label": f"{shown} (samples/s)",
         "y_label": "study",
         "x_log": False,
         "series": [
-            {"name": "knee", "x": [_metric(s.get("knee"), "qps") or 0 for s in doc["studies"]], "y": labels},
-            {"name": "best", "x": [_metric(s.get("best"), "qps") or 0 for s in doc["studies"]], "y": labels},
+            {
+                "name": "knee",
+                "x": [_metric(s.get("knee"), q) or 0 for s, q in zip(doc["studies"], rates, strict=True)],
+                "y": labels,
+            },
+            {
+                "name": "best",
+                "x": [_metric(s.get("best"), q) or 0 for s, q in zip(doc["studies"], rates, strict=True)],
+                "y": labels,
+            },
         ],
         "hlines": [],
         "markers": [],

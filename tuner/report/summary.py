@@ -1,8 +1,14 @@
-"""The report object of one study (the DESIGN.md JSON contract), built from its trials."""
+"""The report object of one study (the DESIGN.md JSON contract), built from its trials.
+
+The knee, the best, the plateau, the top-N ranking and the paired decision are taken over the study's rate
+metric (``rate_metric``: ``qps``, or ``server_qps`` / ``offline_qps`` under ``load.scenario``; the analysis
+reads the records' :func:`tuner.study.ledger.rate_view`). Every record in the report shows honest metrics
+(:func:`record_dict`): ``metrics.qps`` is always the closed-loop qps, the rate stands under its own name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -15,17 +21,21 @@ from tuner.analysis.pareto import pareto_front
 from tuner.metrics import METRICS
 from tuner.search.space import config_key
 from tuner.study.confirm import confirmation_rounds
-from tuner.study.ledger import trial_records
+from tuner.study.ledger import closed_loop_view, trial_records
 from tuner.text import format_params
-from tuner.trial_attrs import config_of, failure_of, is_duplicate, qps_of
+from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, qps_of, rate_metric_of
 
 #: metrics shown in a record (the rest stay in the storage)
 _SHOWN = (*METRICS, "qps_runs", "qps_spread", "qps_raw", "drift_factor")
 
 
-def record_dict(record: TrialRecord, *, all_metrics: bool = False) -> dict[str, Any]:
-    metrics = dict(record.metrics) if all_metrics else {k: record.metrics[k] for k in _SHOWN if k in record.metrics}
-    for k, v in record.metrics.items():
+def record_dict(record: TrialRecord, *, all_metrics: bool = False, rate: str = "qps") -> dict[str, Any]:
+    """``{"number", "params", "metrics"}`` of a record; ``rate``: the study's rate metric, whose rate view
+    (the analysis' record) is turned back into honest metrics (:func:`tuner.study.ledger.closed_loop_view`)."""
+    honest = closed_loop_view(record.metrics, rate)
+    shown = (*_SHOWN, f"{rate}_raw") if rate != "qps" else _SHOWN
+    metrics = dict(honest) if all_metrics else {k: honest[k] for k in shown if k in honest}
+    for k, v in honest.items():
         if k.startswith("stage.") or k == "bottleneck":
             metrics[k] = v
     return {"number": record.number, "params": dict(record.params), "metrics": metrics}
@@ -38,28 +48,39 @@ def study_report(
     bootstrap: int = 200,
     trials: Sequence[FrozenTrial] | None = None,
 ) -> dict[str, Any]:
-    """``{"study", "platform", "trials", "best", "knee", "pareto", ...}`` for one study."""
+    """``{"study", "platform", "trials", "best", "knee", "pareto", ...}`` for one study.
+
+    ``rate_metric`` names what the knee, the best, ``plateau_qps`` and the ``top`` ranking are decided on;
+    ``infeasible`` lists the complete trials that broke a constraint or (``load.scenario: server``) met the
+    latency bound at no rate, each with its reason.
+    """
     trials = list(trials if trials is not None else study.get_trials(deepcopy=False))
     attrs = study.user_attrs
     tolerance = float(attrs.get("knee_tolerance", DEFAULT_TOLERANCE))
     objectives = [tuple(o) for o in attrs.get("objectives", [["qps", "maximize"]])]
-    records = trial_records(trials)
+    rate = rate_metric_of(attrs)
+    records = trial_records(trials, rate=rate)
     drift_doc, series = _drift(trials, tolerance)
     if drift_doc is not None and series is not None:
         drift_doc["corrected"] = bool(attrs.get("drift_correction"))
         if drift_doc["corrected"]:
             # measure.drift_correction: the analysis reads qps as if measured when the reference first was
             records = normalise_records(records, series)
-    knee = find_knee(records, tolerance, bootstrap=bootstrap)
+    knee = find_knee(records, tolerance, bootstrap=bootstrap, rate_name=rate)
     counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "duplicates": 0, "confirmation": 0, "drift": 0}
     failed = []
     skipped = []
+    infeasible = []
     for t in trials:
+        if "loadgen_confirm" in t.user_attrs:  # a tuner confirm run: reported as loadgen_confirmation, not a trial
+            continue
         counts["confirmation"] += "confirm" in t.user_attrs
         counts["drift"] += "drift" in t.user_attrs
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
             counts["duplicates"] += is_duplicate(t)
+            if not is_feasible(t) and not is_duplicate(t):
+                infeasible.append({"number": t.number, "params": config_of(t), "reason": _infeasible_reason(t)})
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
             failure = failure_of(t) or {
@@ -82,18 +103,21 @@ def study_report(
             counts["running"] += 1
     feasible = [r for r in records if r.feasible]
     ranked = sorted(feasible, key=lambda r: -float(r.metrics.get("qps", 0.0)))
-    front = pareto_front(records, objectives) if len(objectives) > 1 else ([knee.best] if knee.best else [])
+    # the objectives name honest metrics: an objective qps is the closed-loop qps of the rate view
+    honest_objectives = [("closed_qps" if m == "qps" and rate != "qps" else m, d) for m, d in objectives]
+    front = pareto_front(records, honest_objectives) if len(objectives) > 1 else ([knee.best] if knee.best else [])
+    by_number = {t.number: t for t in trials}
     knee_doc = None
     if knee.knee is not None:
         knee_doc = {
-            **record_dict(knee.knee),
+            **record_dict(knee.knee, rate=rate),
             "confirmed": knee.confirmed,
             "confidence": knee.confidence,
             "reason": knee.reason,
             "extend": [{"axis": axis, "beyond": value} for axis, value in knee.edge],
         }
-    best_doc = record_dict(knee.best) if knee.best else None
-    confirmation = _confirmation(trials, records, tolerance)
+    best_doc = record_dict(knee.best, rate=rate) if knee.best else None
+    confirmation = _confirmation(trials, records, tolerance, rate)
     tie_set = [best_doc] if best_doc else []
     decided_by = "search"
     if confirmation is not None:
@@ -111,6 +135,11 @@ def study_report(
             "extend": knee_doc["extend"] if knee_doc else [],
             "search_knee": None if same or knee_doc is None else knee_doc["params"],
         }
+    if rate != "qps":
+        # what LoadGen said of the run behind each one's rate (VALID or INVALID and why)
+        for doc in (best_doc, knee_doc, *tie_set):
+            if doc and doc.get("number") is not None and "loadgen" not in doc:
+                doc["loadgen"] = loadgen_verdict(by_number.get(doc["number"]), doc["metrics"])
     return {
         "study": study.study_name,
         "workload": attrs.get("workload_name"),
@@ -118,6 +147,7 @@ def study_report(
         "platform": attrs.get("platform", {}),
         "objectives": [list(o) for o in objectives],
         "tolerance": tolerance,
+        "rate_metric": rate,
         "plateau_qps": knee.plateau_qps,
         "trials": counts,
         "best": best_doc,
@@ -127,16 +157,50 @@ def study_report(
         "confirmation": confirmation,
         "drift": drift_doc,
         "knee_reason": knee_doc["reason"] if knee_doc else knee.reason,
-        "pareto": [record_dict(r) for r in front],
-        "top": [record_dict(r) for r in ranked[:top]],
+        "pareto": [record_dict(r, rate=rate) for r in front],
+        "top": [record_dict(r, rate=rate) for r in ranked[:top]],
         "failed": failed,
+        "infeasible": infeasible,
         "skipped": skipped,
+        "loadgen_confirmation": _loadgen_confirmation(trials),
     }
 
 
-def _confirmation(trials: Sequence[Any], records: Sequence[TrialRecord], tolerance: float) -> dict[str, Any] | None:
+def _infeasible_reason(trial: Any) -> str:
+    """Why a complete trial is infeasible: the load's bound (its stored reason) or its constraints."""
+    reason = trial.user_attrs.get("infeasible_reason")
+    violations = [v for v in trial.user_attrs.get("constraints") or [] if isinstance(v, int | float) and v > 0]
+    broke = f"broke {len(violations)} constraint{'s' if len(violations) > 1 else ''}" if violations else ""
+    return "; ".join(x for x in (str(reason) if reason else "", broke) if x) or "infeasible"
+
+
+def loadgen_verdict(trial: Any, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"result": "VALID" | "INVALID", "reasons": [...], "reason": ...}``: what LoadGen said of the run that
+    set the trial's rate -- from the trial's ``applied["loadgen"]`` when it was read (reports skip it to read
+    fast), else ``loadgen_valid`` alone (reasons unknown). None without LoadGen figures."""
+    applied = (trial.user_attrs.get("applied") if trial is not None else None) or {}
+    loadgen = applied.get("loadgen") if isinstance(applied, Mapping) else None
+    if isinstance(loadgen, Mapping):
+        runs = [r for r in loadgen.get("runs") or [] if isinstance(r, Mapping)]
+        met = [r for r in runs if r.get("bound_met")]
+        used = max(met, key=lambda r: float(r.get("rate_qps") or 0.0)) if met else None
+        return {
+            "result": str(loadgen.get("result") or (used or {}).get("result") or "INVALID"),
+            "reasons": list((used or {}).get("reasons") or []),
+            "reason": loadgen.get("reason"),
+            "runs": len(runs),
+        }
+    valid = metrics.get("loadgen_valid")
+    if isinstance(valid, int | float) and not isinstance(valid, bool):
+        return {"result": "VALID" if valid >= 1 else "INVALID", "reasons": [], "reason": None, "runs": None}
+    return None
+
+
+def _confirmation(
+    trials: Sequence[Any], records: Sequence[TrialRecord], tolerance: float, rate: str = "qps"
+) -> dict[str, Any] | None:
     """The latest paired confirmation session, decided (:func:`tuner.analysis.paired.paired_decision`)."""
-    rounds = confirmation_rounds(trials)
+    rounds = confirmation_rounds(trials, rate=rate)
     if rounds is None or len(rounds["configs"]) < 2:
         return None
     keys = list(range(len(rounds["configs"])))
@@ -149,7 +213,11 @@ def _confirmation(trials: Sequence[Any], records: Sequence[TrialRecord], toleran
 
     def doc(k: int) -> dict[str, Any]:
         record = merged.get(config_key(params[k]))
-        base = record_dict(record) if record is not None else {"number": None, "params": params[k], "metrics": {}}
+        base = (
+            record_dict(record, rate=rate)
+            if record is not None
+            else {"number": None, "params": params[k], "metrics": {}}
+        )
         ratio = decision.ratios[k]
         return {**base, "paired_ratio": ratio.mean, "paired_ratio_low": ratio.low, "paired_ratio_high": ratio.high}
 
@@ -207,3 +275,15 @@ def _drift(trials: Sequence[Any], tolerance: float) -> tuple[dict[str, Any] | No
         "drifted": moved,
         "message": message,
     }, series
+
+
+def _loadgen_confirmation(trials: Sequence[Any]) -> dict[str, Any] | None:
+    """The study's latest LoadGen confirmation (``tuner confirm``): its record (:mod:`tuner.study.loadgen_confirm`)
+    with ``number`` (its trial) and ``count`` (the confirmations stored); None when there is none."""
+    from tuner.study.loadgen_confirm import MARK
+
+    marked = [t for t in trials if isinstance(t.user_attrs.get(MARK), dict) and t.state != TrialState.FAIL]
+    if not marked:
+        return None
+    latest = max(marked, key=lambda t: t.number)
+    return {**latest.user_attrs[MARK], "number": latest.number, "count": len(marked)}

@@ -15,7 +15,9 @@
    that cannot be enumerated (a float range without a step) falls back to TPE.
 
 The plan is a pure function of the trials measured so far (:meth:`KneePlanner.next`), so it resumes,
-and it is deterministic for a given seed.
+and it is deterministic for a given seed. "qps" above is the study's rate metric
+(:func:`tuner.trial_attrs.rate_metric_of`): ``server_qps`` under a latency bound (``load.scenario: server``),
+where a config that met the bound at no rate is infeasible.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.analysis.knee import config_cost
 from tuner.search.space import config_key
-from tuner.trial_attrs import config_of, is_feasible, is_open_failure, qps_of
+from tuner.trial_attrs import config_of, is_feasible, is_open_failure, rate_metric_of, rate_of
 
 RESOURCE_AXES = ("pool_size", "requests_per_sync", "batch_size", "threads")
 
@@ -227,7 +229,10 @@ def _doubling(values: list[Any]) -> list[Any]:
 
 
 class KneeSampler(BaseSampler):
-    """Optuna sampler around :class:`KneePlanner`; independent sampling goes to ``fallback``."""
+    """Optuna sampler around :class:`KneePlanner`; independent sampling goes to ``fallback``.
+
+    ``rate``: the metric the plan reads (None: the study's ``rate_metric`` attribute, read once).
+    """
 
     def __init__(
         self,
@@ -237,11 +242,13 @@ class KneeSampler(BaseSampler):
         tolerance: float,
         fallback: BaseSampler,
         seed: int = 0,
+        rate: str | None = None,
     ) -> None:
         self._planner = KneePlanner(grid, fixed, tolerance)
         self._seed = seed
         self._distributions = dict(distributions)
         self._fallback = fallback
+        self._rate = rate
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._distributions)
@@ -251,8 +258,10 @@ class KneeSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
+        if self._rate is None:
+            self._rate = rate_metric_of(study.user_attrs)
         observations = [
-            observation_of(t)
+            observation_of(t, self._rate)
             for t in study.get_trials(deepcopy=False)
             if t.number != trial.number and not is_open_failure(t)
         ]
@@ -282,6 +291,7 @@ class KneeSampler(BaseSampler):
         self._fallback.reseed_rng()
 
 
-def observation_of(t: FrozenTrial) -> Observation:
-    """A trial as the planner sees it: its full config, and its qps when it completed feasibly."""
-    return Observation(params=config_of(t), qps=qps_of(t), feasible=is_feasible(t))
+def observation_of(t: FrozenTrial, rate: str = "qps") -> Observation:
+    """A trial as the planner sees it: its full config, and its ``rate`` (the study's rate metric) when it
+    completed feasibly."""
+    return Observation(params=config_of(t), qps=rate_of(t, rate), feasible=is_feasible(t))

@@ -192,8 +192,53 @@ def fail_stale_trials(study: optuna.Study) -> None:
             optuna.storages.fail_stale_trials(study)
 
 
-def trial_records(trials: Sequence[FrozenTrial], *, include_duplicates: bool = False) -> list[Any]:
-    """Complete trials as analysis records (duplicates left out: they are the same measurement)."""
+#: closed-loop figures that describe ``qps`` alone (its windows, interval, spread, repeats): a rate view drops
+#: them, so nothing reads them as figures of the rate
+CLOSED_LOOP_ONLY: tuple[str, ...] = ("window_qps", "qps_ci_low", "qps_ci_high", "qps_cv", "qps_runs", "qps_spread")
+
+
+def rate_view(metrics: Mapping[str, Any], rate: str) -> dict[str, Any] | None:
+    """A trial's metrics as the analysis reads them when the study's rate metric is ``rate``.
+
+    ``rate == "qps"``: the metrics as they are. Otherwise ``qps`` holds the rate's value (``server_qps``,
+    ``offline_qps``, which also stays under its own name), the closed-loop ``qps`` is kept as ``closed_qps``
+    and :data:`CLOSED_LOOP_ONLY` is dropped -- so the knee, the Pareto front and the paired decision, which
+    read ``qps``, decide on the rate unchanged. None when the trial has no finite value of ``rate``.
+    :func:`closed_loop_view` turns such a view back into honest metrics.
+    """
+    if rate == "qps":
+        return dict(metrics)
+    value = metrics.get(rate)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+        return None
+    view = {k: v for k, v in metrics.items() if k not in CLOSED_LOOP_ONLY}
+    if "qps" in metrics:
+        view["closed_qps"] = metrics["qps"]
+    view["qps"] = float(value)
+    return view
+
+
+def closed_loop_view(metrics: Mapping[str, Any], rate: str) -> dict[str, Any]:
+    """The honest metrics of a record the analysis read through :func:`rate_view`: ``qps`` is the closed-loop
+    qps again, the rate (as the analysis used it: a repeat's mean, drift-corrected when the study corrects
+    drift) stands under its own name, and ``qps_raw`` -- the rate as measured, before drift correction --
+    becomes ``<rate>_raw``. Metrics of a ``qps`` study, or without ``closed_qps``, come back as they are."""
+    out = dict(metrics)
+    if rate == "qps" or "closed_qps" not in out:
+        return out
+    out[rate] = out["qps"]
+    out["qps"] = out.pop("closed_qps")
+    if "qps_raw" in out:
+        out[f"{rate}_raw"] = out.pop("qps_raw")
+    return out
+
+
+def trial_records(trials: Sequence[FrozenTrial], *, include_duplicates: bool = False, rate: str = "qps") -> list[Any]:
+    """Complete trials as analysis records (duplicates left out: they are the same measurement).
+
+    ``rate``: the study's rate metric (:func:`tuner.trial_attrs.rate_metric_of`); other than ``qps`` each
+    record's metrics are its :func:`rate_view`, and trials without the rate are left out.
+    """
     from tuner.analysis.knee import TrialRecord
 
     out = []
@@ -202,7 +247,9 @@ def trial_records(trials: Sequence[FrozenTrial], *, include_duplicates: bool = F
             continue
         if is_duplicate(t) and not include_duplicates:
             continue
-        metrics = TrialAttrs.read(t.user_attrs).metrics
+        metrics = rate_view(TrialAttrs.read(t.user_attrs).metrics, rate)
+        if metrics is None:
+            continue
         out.append(
             TrialRecord(
                 number=t.number,

@@ -112,8 +112,9 @@ class TrialAttempt:
             _stand_back(trial, decision)
         stopper = EarlyStop(None, None)  # never stops
         if s.spec.study.early_stop:
-            records = trial_records(s.study.get_trials(deepcopy=False))
-            stopper = EarlyStop.for_trial(records, params, s.spec.knee.tolerance)
+            rate = s.spec.model.load.rate_metric
+            records = trial_records(s.study.get_trials(deepcopy=False), rate=rate)
+            stopper = EarlyStop.for_trial(records, params, s.spec.knee.tolerance, rate=rate)
         result = measure_config(
             s.spec, params, model_path=s.model_path, on_event=stopper.wrap(s.emit), should_stop=stopper.reason
         )
@@ -169,8 +170,37 @@ def result_outcome(spec: Spec, result: TrialResult) -> MeasuredOutcome:
     if any(v is None or not math.isfinite(float(v)) for v in values):
         failure = {"kind": "error", "message": f"objective metric missing or NaN: {values}"}
         failed = "objective metric missing or not finite"
-    attrs = TrialAttrs(**common, constraints=violations, feasible=all(v <= 0 for v in violations), failure=failure)
+    unserved = None if failure else unserved_reason(spec, result)
+    attrs = TrialAttrs(
+        **common,
+        constraints=violations,
+        feasible=all(v <= 0 for v in violations) and unserved is None,
+        failure=failure,
+        infeasible_reason=unserved,
+    )
     return MeasuredOutcome(attrs, dict(zip(spec.constraints, violations, strict=True)), values, failed)
+
+
+def unserved_reason(spec: Spec, result: TrialResult) -> str | None:
+    """Why a ``load.scenario: server`` trial is infeasible: ``server_qps`` 0, no arrival rate met the latency
+    bound (LoadGen's reason from ``applied["loadgen"]``); None when it served a rate, or for other scenarios.
+
+    Such a trial is complete (its closed-loop figures are real measurements) but never knee or best; the
+    study goes on.
+    """
+    if spec.model.load.scenario != "server":
+        return None
+    rate = result.metrics.get("server_qps")
+    if isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(float(rate)) and rate > 0:
+        return None
+    loadgen = result.applied.get("loadgen") if isinstance(result.applied, Mapping) else None
+    reason = loadgen.get("reason") if isinstance(loadgen, Mapping) else None
+    bound = spec.model.load.latency_ms
+    return str(
+        reason
+        or f"no arrival rate met the latency bound (p{spec.model.load.percentile * 100:g} <= {bound:g} ms, "
+        "load.latency_ms)"
+    )
 
 
 def _stand_back(trial: Trial, decision: Claim) -> None:
@@ -220,7 +250,9 @@ def _reuse(study: optuna.Study, trial: Trial, number: int, spec: Spec) -> Any:
             trial.set_user_attr(key, value)
     violations = earlier.user_attrs.get("constraints")
     if violations is not None:
-        _write(trial, TrialAttrs(constraints=list(violations), feasible=all(v <= 0 for v in violations)))
+        # infeasible_reason (no rate met the load's bound) came over with the measurement
+        served = not earlier.user_attrs.get("infeasible_reason")
+        _write(trial, TrialAttrs(constraints=list(violations), feasible=all(v <= 0 for v in violations) and served))
         for metric, value in zip(spec.constraints, violations, strict=True):
             trial.set_constraint(metric, value)
     if earlier.state != TrialState.COMPLETE:

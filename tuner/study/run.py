@@ -3,7 +3,8 @@
 Budget: ``study.trials`` counts *measured* trials of the study (a resumed study continues toward the
 same total); skipped configs (a validity rule) are PRUNED with their reason; a config already measured
 is not measured again (the trial reuses the earlier result, ``duplicate_of``) unless ``remeasure``.
-Stops on: the budget, ``timeout_s``, ``patience`` trials without improving the plateau or the knee,
+Stops on: the budget, ``timeout_s``, ``patience`` trials without improving the plateau or the knee (both
+of the study's rate metric: ``qps``, or ``server_qps`` / ``offline_qps`` under ``load.scenario``),
 the search space exhausted, or ``max_consecutive_failures`` failures of the same cause (an error).
 Ctrl-C marks the running trial FAIL with ``failure.kind = "interrupted"`` and re-raises; running the
 same command again resumes.
@@ -40,7 +41,7 @@ from tuner.study.ledger import fail_stale_trials, study_progress, trial_records
 from tuner.study.objective import TrialAttempt, TrialFailedError, TrialSettings, root_message
 from tuner.study.storage import is_storage_error, open_storage, redact, scrub, storage_errors
 from tuner.study.studies import open_study, worker_identity
-from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, is_measured, is_yield, qps_of
+from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, is_measured, is_yield, rate_of
 
 EventSink = Callable[[dict[str, Any]], None]
 WAIT_POLL_S = 0.5  # how often a worker whose budget is in flight elsewhere looks again
@@ -128,7 +129,8 @@ class StudyRun:
         self.consecutive_duplicates = 0
         self.failures: list[str] = []
         self.since_improvement = 0
-        self.best_qps = 0.0
+        self.rate = spec.model.load.rate_metric  #: what the knee and the plateau are taken over
+        self.best_qps = 0.0  #: the plateau of the rate so far
         self.knee_number: int | None = None
         self.new_trials: list[int] = []
         self.drift_trials: list[int] = []
@@ -309,7 +311,11 @@ class StudyRun:
             return
         self.measured_at_drift = self.measured
         trials = study.get_trials(deepcopy=False)
-        reference = next((t for t in trials if is_measured(t) and qps_of(t) is not None and is_feasible(t)), None)
+        # a config that served the study's rate (under a latency bound: one that met it); the drift series
+        # itself is its closed-loop qps, the steadiest figure of the machine
+        reference = next(
+            (t for t in trials if is_measured(t) and (rate_of(t, self.rate) or 0.0) > 0 and is_feasible(t)), None
+        )
         if reference is None:
             return
         marks = {"drift": {"reference": reference.number, "after": self.measured}}
@@ -334,6 +340,7 @@ class StudyRun:
                 "state": trial.state.name,
                 "outcome": outcome,
                 "qps": trial.user_attrs.get("qps"),
+                **({self.rate: trial.user_attrs.get(self.rate)} if self.rate != "qps" else {}),
                 "failure": failure_of(trial).get("message"),
                 "skip_reason": trial.user_attrs.get("skip_reason"),
             }
@@ -377,6 +384,7 @@ class StudyRun:
             {
                 "event": "knee",
                 "plateau_qps": knee.plateau_qps,
+                "rate_metric": self.rate,
                 "knee": dict(knee.knee.params) if knee.knee else None,
                 "confirmed": knee.confirmed,
             }
@@ -395,7 +403,7 @@ class StudyRun:
             )
 
     def _knee(self, study: optuna.Study) -> KneeResult:
-        records = trial_records(study.get_trials(deepcopy=False))
+        records = trial_records(study.get_trials(deepcopy=False), rate=self.rate)
         return find_knee(records, self.spec.knee.tolerance, bootstrap=0)
 
 

@@ -152,6 +152,9 @@ def _open_study(
         "tuner_version": fp["tuner"],
         "objectives": [list(o) for o in spec.objectives],
         "knee_tolerance": spec.knee.tolerance,
+        # what the knee and the best are decided on: qps, or LoadGen's server_qps / offline_qps (load.scenario);
+        # absent on studies made before load: existed, which read it as qps (tuner.trial_attrs.rate_metric_of)
+        "rate_metric": spec.model.load.rate_metric,
         "drift_correction": spec.measure.drift_correction,
         "axes": {n: a.default for n, a in spec.axes.items() if a.kind == "fixed"},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -300,7 +300,14 @@ def serve_with_loadgen(
     emit: Callable[[dict[str, Any]], None],
 ) -> dict[str, float]:
     """The LoadGen part of a trial (``load.scenario`` server or offline): its metrics; ``applied["loadgen"]``
-    gets what LoadGen said of each run (result, reasons, rates, latencies)."""
+    gets what LoadGen said of each run (result, reasons, rates, latencies).
+
+    ``load["confirm_rate"]`` set (``tuner confirm``): ONE run at that rate instead of the search -- LoadGen's
+    own settings for the scenario (:class:`~tuner.measurement.loadgen.LoadGenSettings` with None: MLPerf's
+    600 s minimum duration, its query minimum and seeds) unless ``load["confirm_duration_s"]`` sets the
+    minimum duration; ``applied["loadgen"]["confirmation"]`` is its result with the summary and detail logs.
+    Its metrics are those of a search that tried that one rate.
+    """
     from tuner.measurement.loadgen import (
         LoadGenSettings,
         find_server_peak,
@@ -308,6 +315,32 @@ def serve_with_loadgen(
         run_loadgen,
         server_metrics,
     )
+
+    if load.get("confirm_rate") is not None:
+        duration = load.get("confirm_duration_s")
+        confirm = LoadGenSettings(
+            scenario=str(load["scenario"]),
+            target_qps=float(load["confirm_rate"]),
+            latency_ms=load.get("latency_ms"),
+            percentile=float(load.get("percentile", 0.99)),
+            min_duration_s=None if duration is None else float(duration),
+            min_queries=None,
+            samples=int(load.get("samples", 1024)),
+            seed=None,
+        )
+        emit(
+            {
+                "event": "loadgen_confirm",
+                "scenario": confirm.scenario,
+                "target_qps": confirm.target_qps,
+                "min_duration_s": confirm.min_duration_s,
+            }
+        )
+        run = run_loadgen(served, confirm)
+        applied["loadgen"] = {"confirmation": run.to_dict(logs=True), "result": "VALID" if run.valid else "INVALID"}
+        if confirm.scenario == "offline":
+            return {"offline_qps": run.rate_qps, "loadgen_valid": 1.0 if run.valid else 0.0}
+        return server_metrics(run if run.bound_met else None, [run], confirm.percentile)
 
     settings = LoadGenSettings(
         scenario=str(load["scenario"]),
