@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config.spec import Spec, load_spec
 from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StudyError
-from tuner.metrics import METRICS
+from tuner.metrics import CLOSED_LOOP_METRICS
 from tuner.models.zoo import zoo_path
 from tuner.platform import platform_tag, tuner_version
 from tuner.report.summary import study_report
@@ -156,7 +156,7 @@ def test_every_complete_trial_carries_the_contract_metrics(first_run: tuple[Spec
     complete = [t for t in trials_of(spec, result.study_name) if t.state == TrialState.COMPLETE]
     assert len(complete) == 2
     for t in complete:
-        missing = set(METRICS) - set(t.user_attrs)
+        missing = set(CLOSED_LOOP_METRICS) - set(t.user_attrs)
         assert not missing, f"trial {t.number} lacks {missing}"
         assert t.values == [t.user_attrs["qps"], t.user_attrs["latency_p99_ms"]]
         assert t.user_attrs["qps"] > 0 and t.user_attrs["requests"] > 0
@@ -459,7 +459,7 @@ def test_cli_finds_the_rk3588_knee_at_pool_9(tmp_path: Path) -> None:
     assert knee["params"] == {"pool_size": 9, "threads": 1, "requests_per_sync": 1, "batch_size": 1}
     assert knee["confirmed"] is True
     assert 0.0 <= knee["confidence"] <= 1.0
-    assert set(METRICS) <= set(knee["metrics"])
+    assert set(CLOSED_LOOP_METRICS) <= set(knee["metrics"])
     assert report["pareto"] and all({"number", "params", "metrics"} <= set(r) for r in report["pareto"])
     assert db.exists()
 

@@ -33,6 +33,19 @@ METRICS: dict[str, str] = {
     "offline_qps": "load.scenario offline: LoadGen's Offline samples per second",
 }
 
+#: metrics only a LoadGen scenario measures (``load.scenario`` server / offline); a closed-loop trial has none
+LOADGEN_METRICS: tuple[str, ...] = (
+    "server_qps",
+    "server_latency_ms",
+    "server_latency_p50_ms",
+    "loadgen_valid",
+    "server_runs",
+    "offline_qps",
+)
+
+#: what every closed-loop trial of a worker-child kind measures (the rest of the contract)
+CLOSED_LOOP_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in LOADGEN_METRICS)
+
 #: metrics that can be objectives or constraints (numeric scalars)
 NUMERIC_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in ("stable", "window_qps"))
 

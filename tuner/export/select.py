@@ -9,13 +9,13 @@ from typing import Any
 
 from tuner.errors import SpecError, StudyError
 from tuner.export.provenance import KEY_METRICS, PLATFORM_KEYS, PROVENANCE_VERSION, confirmation_record, now_utc
+from tuner.metrics import LOADGEN_METRICS
 from tuner.text import json_safe
 
-__all__ = ["LOADGEN_METRICS", "Selection", "parse_pick", "select"]
+__all__ = ["Selection", "parse_pick", "select"]
 
 #: the LoadGen figures (``load.scenario`` server / offline) a provenance record carries beside the key metrics:
 #: a config picked under a latency bound is deployed for the rate it served there
-LOADGEN_METRICS = ("server_qps", "server_latency_ms", "server_latency_p50_ms", "loadgen_valid", "offline_qps")
 
 
 @dataclass(frozen=True)
