@@ -40,9 +40,8 @@ def confirm(
 
     Exit 0 when LoadGen calls the run VALID, 1 when INVALID.
     """
-    from tuner.errors import StudyError
     from tuner.export.select import select
-    from tuner.report.load import REPORT_SKIP, load_studies, parse_ref, study_names
+    from tuner.report.load import REPORT_SKIP, load_one_study, parse_ref
     from tuner.report.summary import study_report
     from tuner.study.loadgen_confirm import (
         artifacts_folder,
@@ -54,18 +53,8 @@ def confirm(
     from tuner.study.storage import redact
 
     ref = parse_ref(storage, study)
-    name = ref.study
-    if name is None:
-        names = study_names(ref.url)
-        if len(names) > 1:
-            raise StudyError(
-                f"{ref.shown} holds {len(names)} studies ({', '.join(names)}); choose one with --study NAME "
-                "or FILE.db:NAME"
-            )
-        if not names:
-            raise StudyError(f"{ref.shown} holds no studies")
-        name = names[0]
-    (data,) = load_studies(ref.url, [name], skip_attrs=REPORT_SKIP)
+    data = load_one_study(ref, skip_attrs=REPORT_SKIP)
+    name = data.study_name
     selection = select(data, study_report(data, trials=data.trials), pick)
     spec, notes = spec_from_study(data.user_attrs, name)
     plan = plan_confirmation(

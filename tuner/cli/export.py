@@ -26,26 +26,15 @@ def export(
     study: str = typer.Option(None, "--study", help="the study, when the storage holds several"),
 ) -> None:
     """Write the chosen configuration as a workload file, env file, runtime options or Triton config."""
-    from tuner.errors import StorageError, StudyError
+    from tuner.errors import StorageError
     from tuner.export.formats import canonical, default_filename, render
     from tuner.export.select import select
-    from tuner.report.load import REPORT_SKIP, load_studies, parse_ref, study_names
+    from tuner.report.load import REPORT_SKIP, load_one_study, parse_ref
     from tuner.report.summary import study_report
 
     fmt = canonical(fmt)
     ref = parse_ref(storage, study)
-    name = ref.study
-    if name is None:
-        names = study_names(ref.url)
-        if len(names) > 1:
-            raise StudyError(
-                f"{ref.shown} holds {len(names)} studies ({', '.join(names)}); choose one with --study NAME "
-                "or FILE.db:NAME"
-            )
-        if not names:
-            raise StudyError(f"{ref.shown} holds no studies")
-        name = names[0]
-    (data,) = load_studies(ref.url, [name], skip_attrs=REPORT_SKIP)
+    data = load_one_study(ref, skip_attrs=REPORT_SKIP)
     selection = select(data, study_report(data, trials=data.trials), pick)
     text = render(selection, fmt)
     if output is None or output == "-":

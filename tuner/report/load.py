@@ -161,3 +161,23 @@ def load_studies(url: str, names: Sequence[str] | None = None, *, skip_attrs: Se
 def load_ref(ref: StudyRef, *, skip_attrs: Sequence[str] = ()) -> list[StudyData]:
     """The studies a reference names: its one study, or every study of its storage."""
     return load_studies(ref.url, [ref.study] if ref.study else None, skip_attrs=skip_attrs)
+
+
+def load_one_study(ref: StudyRef, *, skip_attrs: Sequence[str] = ()) -> StudyData:
+    """The one study a command acts on: the one ``ref`` names, else the storage's only study.
+
+    A storage holding several studies and no name chosen, or none at all, is a :class:`StudyError`.
+    """
+    name = ref.study
+    if name is None:
+        names = study_names(ref.url)
+        if len(names) > 1:
+            raise StudyError(
+                f"{ref.shown} holds {len(names)} studies ({', '.join(names)}); choose one with --study NAME "
+                "or FILE.db:NAME"
+            )
+        if not names:
+            raise StudyError(f"{ref.shown} holds no studies")
+        name = names[0]
+    (data,) = load_studies(ref.url, [name], skip_attrs=skip_attrs)
+    return data
