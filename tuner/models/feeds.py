@@ -115,18 +115,18 @@ def _undeclared_shape(model_input: ModelInput, batch: int) -> tuple[tuple[int, .
 
 def _declared_shape(model_input: ModelInput, entry: Mapping[str, Any]) -> tuple[tuple[int, ...], int | None]:
     name, shape = model_input.name, tuple(int(d) for d in entry["shape"])
-    if model_input.dims is not None:
-        if len(shape) != len(model_input.dims):
+    mismatch = model_input.first_mismatch(shape)
+    if mismatch is not None:
+        i, want = mismatch
+        if i < 0:
             raise InputError(
-                f"inputs.{name}.shape {list(shape)}: the model's input {name!r} has rank {len(model_input.dims)} "
+                f"inputs.{name}.shape {list(shape)}: the model's input {name!r} has rank {want} "
                 f"{model_input.shown()}, the declared shape rank {len(shape)}"
             )
-        for i, (got, want) in enumerate(zip(shape, model_input.dims, strict=True)):
-            if isinstance(want, int) and got != want:
-                raise InputError(
-                    f"inputs.{name}.shape {list(shape)}: dimension {i} is {got}, but the model fixes it at {want} "
-                    f"{model_input.shown()}"
-                )
+        raise InputError(
+            f"inputs.{name}.shape {list(shape)}: dimension {i} is {shape[i]}, but the model fixes it at {want} "
+            f"{model_input.shown()}"
+        )
     batch_axis = entry.get("batch_axis")
     return shape, None if batch_axis is None else int(batch_axis)
 

@@ -48,6 +48,18 @@ class ModelInput:
         """Indices of the dimensions the model leaves open."""
         return tuple(i for i, d in enumerate(self.dims or ()) if not isinstance(d, int))
 
+    def first_mismatch(self, shape: tuple[int, ...]) -> tuple[int, int] | None:
+        """Where ``shape`` disagrees with the model: ``(-1, rank)`` for a wrong rank, ``(i, fixed size)`` for
+        the first dimension the model fixes otherwise; None when it fits (or the rank is unknown)."""
+        if self.dims is None:
+            return None
+        if len(shape) != len(self.dims):
+            return -1, len(self.dims)
+        for i, (got, want) in enumerate(zip(shape, self.dims, strict=True)):
+            if isinstance(want, int) and got != want:
+                return i, want
+        return None
+
     def shown(self) -> str:
         """``[batch, 3, ?, ?]``: the dims as messages show them."""
         if self.dims is None:

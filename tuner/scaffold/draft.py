@@ -415,19 +415,18 @@ def _placeholder(dim: str | None, index: int) -> str:
 def _check_flag(model_input: ModelInput, dims: tuple[int, ...]) -> None:
     """``--shape`` against the model: its rank, and every dimension the model fixes."""
     name, flag = model_input.name, f"--shape {model_input.name}={','.join(map(str, dims))}"
-    if model_input.dims is None:
+    mismatch = model_input.first_mismatch(dims)
+    if mismatch is None:
         return
-    if len(dims) != len(model_input.dims):
+    i, want = mismatch
+    if i < 0:
         raise SpecError(
-            f"{flag}: input {name!r} has rank {len(model_input.dims)} {model_input.shown()}, the flag gives "
-            f"{len(dims)} dimension(s)"
+            f"{flag}: input {name!r} has rank {want} {model_input.shown()}, the flag gives {len(dims)} dimension(s)"
         )
-    for i, (got, want) in enumerate(zip(dims, model_input.dims, strict=True)):
-        if isinstance(want, int) and got != want:
-            raise SpecError(
-                f"{flag}: dimension {i} of input {name!r} is fixed at {want} by the model {model_input.shown()}, "
-                f"the flag gives {got}"
-            )
+    raise SpecError(
+        f"{flag}: dimension {i} of input {name!r} is fixed at {want} by the model {model_input.shown()}, "
+        f"the flag gives {dims[i]}"
+    )
 
 
 def _plan_inputs(
