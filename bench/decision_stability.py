@@ -29,13 +29,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TABLE_PROGRAM = '''
+TABLE_PROGRAM = """
 import json, random, sys
 MS = {1: 7.73, 2: 3.49, 3: 2.31, 6: 1.52, 9: 1.19, 12: 1.13, 15: 1.09}
 pool = int(sys.argv[1])
 noise = random.lognormvariate(0.0, 0.05)
 print(json.dumps({"qps": 1000.0 / MS[pool] * noise, "latency_p50_ms": MS[pool] * pool}))
-'''
+"""
 
 TABLE_WORKLOAD = """\
 name: rk3588-table
@@ -122,16 +122,22 @@ def main() -> int:
     parser.add_argument("--skip-workload", action="store_true")
     parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the runs' studies (runN.db) in this folder, for `tuner report` afterwards"
+    )
     args = parser.parse_args()
     out = []
     with tempfile.TemporaryDirectory(prefix="tuner-decisions-") as tmp:
         folder = Path(tmp)
+        if args.keep is not None:
+            folder = args.keep.resolve()
+            folder.mkdir(parents=True, exist_ok=True)
         if not args.skip_workload:
             runs = [run_once(args.workload.resolve(), folder, i + 1) for i in range(args.runs)]
             out.append(summarise(args.workload.name, runs))
         if not args.skip_table:
             table = folder / "table"
-            table.mkdir()
+            table.mkdir(exist_ok=True)
             (table / "table.py").write_text(textwrap.dedent(TABLE_PROGRAM))
             (table / "rk3588-table.yaml").write_text(TABLE_WORKLOAD)
             runs = [run_once(table / "rk3588-table.yaml", table, i + 1) for i in range(args.runs)]

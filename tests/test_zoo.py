@@ -65,6 +65,7 @@ def test_zoo_constants() -> None:
         "text_seq",
         "speech_state",
         "two_inputs",
+        "digits",
     )
     assert TEXT_SEQ_VOCAB == 1000
 
@@ -164,7 +165,7 @@ def test_count_macs_matmul() -> None:
 def test_build_unknown_name() -> None:
     with pytest.raises(
         ModelError,
-        match="valid names: resnet50, mobilenet_v2, tiny, detector_hw, text_seq, speech_state, two_inputs$",
+        match="valid names: resnet50, mobilenet_v2, tiny, detector_hw, text_seq, speech_state, two_inputs, digits$",
     ):
         build_model("vgg16")
 

@@ -31,6 +31,18 @@ METRICS: dict[str, str] = {
     "stopping included), else 0",
     "server_runs": "load.scenario server: LoadGen runs the peak search made",
     "offline_qps": "load.scenario offline: LoadGen's Offline samples per second",
+    "gpu_mem_peak_mb": "NVIDIA GPU (NVML) only: peak GPU memory of the trial's processes, all GPUs (MiB; the "
+    "device-wide rise over the trial's start where NVML has no per-process figures)",
+    "gpu_util": "NVIDIA GPU (NVML) only: mean share of time a kernel ran on the trial's GPU(s) during the measured "
+    "part (0..1)",
+    "accuracy_sqnr_db": "accuracy guard: 10 log10(sum ref^2 / sum (ref - out)^2) of the output against the fp32 "
+    "reference on the reference set (dB; 200 = identical)",
+    "accuracy_nmse": "accuracy guard: sum (ref - out)^2 / sum ref^2 against the fp32 reference (0 = identical)",
+    "accuracy_top1_agreement": "accuracy guard, classifier output: share of samples whose arg-max class is the fp32 "
+    "reference's (0..1)",
+    "accuracy_top1": "accuracy guard with accuracy.labels: share of samples classified as labelled (0..1)",
+    "accuracy_top1_drop": "accuracy guard with accuracy.labels: fp32 top-1 minus this config's top-1 (fraction "
+    "points; 0.01 = one point lost)",
 }
 
 #: metrics only a LoadGen scenario measures (``load.scenario`` server / offline); a closed-loop trial has none
@@ -43,8 +55,23 @@ LOADGEN_METRICS: tuple[str, ...] = (
     "offline_qps",
 )
 
+#: metrics only the accuracy guard measures (a trial of kind pool with the guard on: ``accuracy:``, a precision
+#: option, or one of these in objectives / constraints; tuner.workloads.accuracy_guard)
+ACCURACY_METRICS: tuple[str, ...] = (
+    "accuracy_sqnr_db",
+    "accuracy_nmse",
+    "accuracy_top1_agreement",
+    "accuracy_top1",
+    "accuracy_top1_drop",
+)
+
+#: metrics measured only where NVML sees an NVIDIA GPU (tuner.measurement.gpu); a trial elsewhere has none
+GPU_METRICS: tuple[str, ...] = ("gpu_mem_peak_mb", "gpu_util")
+
 #: what every closed-loop trial of a worker-child kind measures (the rest of the contract)
-CLOSED_LOOP_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in LOADGEN_METRICS)
+CLOSED_LOOP_METRICS: tuple[str, ...] = tuple(
+    m for m in METRICS if m not in LOADGEN_METRICS + ACCURACY_METRICS + GPU_METRICS
+)
 
 #: metrics that can be objectives or constraints (numeric scalars)
 NUMERIC_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in ("stable", "window_qps"))

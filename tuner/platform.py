@@ -14,7 +14,8 @@ from typing import Any
 
 import psutil
 
-RUNTIME_PACKAGES = ("onnxruntime", "openvino", "optuna", "numpy")
+#: onnxruntime-gpu is the GPU build's distribution name (it installs the same onnxruntime module)
+RUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino", "optuna", "numpy", "nvidia-ml-py")
 
 
 def _read(path: str) -> str | None:
@@ -58,6 +59,36 @@ def accelerators() -> list[str]:
     return found
 
 
+def nvidia_gpus() -> dict[str, Any] | None:
+    """The NVIDIA GPUs NVML sees: ``{"gpus": [{"name", "memory_mb"}], "driver", "cuda"}``; None without NVML.
+
+    ``cuda`` is the highest CUDA version the driver supports (``nvmlSystemGetCudaDriverVersion``), e.g. ``12.8``.
+    """
+    from tuner.measurement.gpu import open_nvml
+
+    nvml, _reason = open_nvml()
+    if nvml is None:
+        return None
+    try:
+        gpus = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            name = nvml.nvmlDeviceGetName(handle)
+            total = nvml.nvmlDeviceGetMemoryInfo(handle).total
+            gpus.append({"name": name.decode() if isinstance(name, bytes) else str(name), "memory_mb": total >> 20})
+        driver = nvml.nvmlSystemGetDriverVersion()
+        cuda = int(nvml.nvmlSystemGetCudaDriverVersion())
+        return {
+            "gpus": gpus,
+            "driver": driver.decode() if isinstance(driver, bytes) else str(driver),
+            "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}",
+        }
+    except nvml.NVMLError:
+        return None
+    finally:
+        nvml.nvmlShutdown()
+
+
 def runtime_versions() -> dict[str, str]:
     out: dict[str, str] = {"python": _platform.python_version()}
     for pkg in RUNTIME_PACKAGES:
@@ -77,9 +108,14 @@ def tuner_version() -> str:
         return __version__
 
 
+#: the fingerprint fields that say which hardware measured (the platform tag hashes them, plus the GPU models)
+_HARDWARE_KEYS = ("machine", "cpu_model", "cpu_logical", "board", "accelerators")
+
+
 @cache
 def fingerprint() -> dict[str, Any]:
-    """CPU model, cores, memory, OS, accelerators, board, runtime versions, tuner version."""
+    """CPU model, cores, memory, OS, accelerators, NVIDIA GPUs (model, driver, CUDA; None without NVML), board,
+    runtime versions, tuner version."""
     return {
         "host": _platform.node(),
         "machine": _platform.machine(),
@@ -91,6 +127,7 @@ def fingerprint() -> dict[str, Any]:
         "os": f"{_platform.system()} {_platform.release()}",
         "board": board_model(),
         "accelerators": accelerators(),
+        "gpu": nvidia_gpus(),
         "runtimes": runtime_versions(),
         "tuner": tuner_version(),
     }
@@ -106,11 +143,22 @@ def platform_tag(fp: dict[str, Any] | None = None) -> str:
     Two machines of the same board and CPU get the same tag, so they can share a study.
     """
     fp = fp or fingerprint()
-    ident = "|".join(str(fp.get(k)) for k in ("machine", "cpu_model", "cpu_logical", "board", "accelerators"))
+    ident = "|".join(str(fp.get(k)) for k in _HARDWARE_KEYS)
+    models = gpu_models(fp)
+    if models:  # a machine without an NVIDIA GPU keeps the tag it always had
+        ident += "|gpu:" + ",".join(models)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:6]
     return f"{fp.get('machine', 'unknown')}-{fp.get('cpu_logical', 0)}c-{digest}"
 
 
 def hardware_identity(fp: dict[str, Any]) -> dict[str, Any]:
-    """The fields that must agree for two machines to share a study."""
-    return {k: fp.get(k) for k in ("machine", "cpu_model", "cpu_logical", "board", "accelerators")}
+    """The fields that must agree for two machines to share a study (the GPU models too: a CUDA study measured
+    the GPU)."""
+    return {**{k: fp.get(k) for k in _HARDWARE_KEYS}, "gpu_models": gpu_models(fp)}
+
+
+def gpu_models(fp: dict[str, Any]) -> list[str] | None:
+    """The NVIDIA GPU models of a fingerprint (``fp["gpu"]["gpus"][i]["name"]``), None without any."""
+    gpu = fp.get("gpu")
+    names = [str(g.get("name")) for g in gpu.get("gpus") or []] if isinstance(gpu, dict) else []
+    return names or None

@@ -33,6 +33,10 @@ Contract (every implementation runs ``tests/test_backend_contract.py``):
 * ``Instance.applied_options()`` reports what the runtime actually applied/resolved (not only what
   was asked); ``Backend.versions()`` reports runtime versions for the platform fingerprint.
 * ``Instance.close()`` releases the runtime; it is called once, even after an error.
+* ``Backend.prepare(inputs)`` builds, in the parent before any trial, what its instances will open besides
+  the model file (ONNX Runtime's and OpenVINO's precision variants, :mod:`tuner.models.precision`), so no
+  build time lands in a trial; ``inputs`` is a config's plan (as ``RuntimeConfig.inputs``). It returns one
+  record per file built or found (``{"precision", "path", "built", ...}``); the default builds nothing.
 * ``Backend.host_threads(pool_size=, threads=, requests_per_sync=, options=, usable_cores=)`` (a
   classmethod, nothing loaded) says how many host threads a pool of its instances keeps computing at
   once, or None when they wait on a device (an NPU, a GPU, a modelled twin): the oversubscription rule
@@ -195,6 +199,10 @@ class Backend(ABC):
     @abstractmethod
     def open(self, config: RuntimeConfig) -> Instance:
         """Load one instance for ``config``."""
+
+    def prepare(self, inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Build what instances of these options open besides the model (in the parent, before any trial)."""
+        return []
 
     def versions(self) -> dict[str, str]:
         """Runtime versions, e.g. ``{"onnxruntime": "1.20.1"}``."""

@@ -34,6 +34,18 @@ is set), ``num_streams`` (explicit ``NUM_STREAMS`` per compiled model), ``infere
 ONNX Runtime; ``auto`` leaves it to the device), ``device`` (default ``CPU``), ``pool_mode``,
 ``enable_cpu_pinning``, ``config`` (any other compile property, verbatim).
 
+Precision (issue 15): ``precision: f32 | bf16 | f16 | int8`` (default unset: ``inference_precision`` rules).
+f32 / bf16 / f16 set ``INFERENCE_PRECISION_HINT`` (the same setting as ``inference_precision``, which stays
+for existing files: giving both with different values is an error naming the two; ``auto`` + a precision is
+one too). ``int8`` compiles an NNCF post-training-quantized IR of the model
+(:func:`tuner.models.precision.openvino_int8_variant`; the ``precision`` extra brings nncf), calibrated like
+ONNX Runtime's int8 (``quantization: {samples, seed, data}``; ``method``, ``per_channel``,
+``activation_type``, ``reduce_range`` are ONNX Runtime's and refused here) and built in the parent before any
+trial (:meth:`OpenVinoBackend.prepare`), cached like ONNX Runtime's variants; the layers NNCF leaves
+unquantized run in ``inference_precision``. ``applied_options()["precision"]`` is what the compute layers ran
+in (the most common of ``executed_precisions``, ``u8``/``i8`` written ``int8``), ``["precision_asked"]`` the
+option and ``["variant"]`` the int8 IR's record (path, sha256, source, settings; None otherwise).
+
 Every trial records what the device *resolved*, read back from the compiled model (``NUM_STREAMS``,
 ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``, ``INFERENCE_PRECISION_HINT``, ``INFERENCE_NUM_THREADS``,
 ``PERFORMANCE_HINT``, ``ENABLE_CPU_PINNING``, ``EXECUTION_DEVICES``) and the precisions the compute
@@ -63,11 +75,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuner.backends.base import Backend, DoneCallback, Instance, RuntimeConfig
 from tuner.errors import BackendError, InputError, ModelError
 from tuner.models.feeds import Feed, make_array, resolve_feeds
+from tuner.models.precision import OpenVinoPrecision, QuantizationSettings, Variant
 from tuner.models.signature import openvino_signature
 from tuner.text import first_line
 
@@ -107,6 +120,35 @@ class OpenVinoOptions(BaseModel):
     config: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="further compile properties, passed verbatim"
     )
+    precision: OpenVinoPrecision | None = Field(
+        None,
+        description="f32/bf16/f16: INFERENCE_PRECISION_HINT; int8: an NNCF-quantized IR (None: inference_precision)",
+    )
+    quantization: QuantizationSettings = Field(
+        default_factory=QuantizationSettings, description="int8 calibration: samples, seed, data"
+    )
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> OpenVinoOptions:
+        asked = self.precision
+        if asked in ("f32", "bf16", "f16") and "inference_precision" in self.model_fields_set:
+            if self.inference_precision != asked:
+                raise ValueError(
+                    f"precision {asked} contradicts inference_precision {self.inference_precision}: both set "
+                    "INFERENCE_PRECISION_HINT; give one (precision is the searchable one)"
+                )
+        foreign = sorted(self.quantization.model_fields_set - {"samples", "seed", "data"})
+        if foreign:
+            raise ValueError(
+                f"quantization.{foreign[0]} is an onnxruntime setting; NNCF on openvino takes samples, seed and data"
+            )
+        return self
+
+    def hint(self) -> str | None:
+        """The INFERENCE_PRECISION_HINT asked (None: the device's default)."""
+        if self.precision in ("f32", "bf16", "f16"):
+            return self.precision
+        return None if self.inference_precision == "auto" else self.inference_precision
 
 
 def compile_properties(opts: OpenVinoOptions, *, threads: int, pool_size: int) -> tuple[dict[str, Any], int | None]:
@@ -125,8 +167,8 @@ def compile_properties(opts: OpenVinoOptions, *, threads: int, pool_size: int) -
         props["NUM_STREAMS"] = streams
     budget = streams if streams is not None else (pool_size if streams_mode else 1)
     props["INFERENCE_NUM_THREADS"] = threads * budget
-    if opts.inference_precision != "auto":
-        props["INFERENCE_PRECISION_HINT"] = opts.inference_precision
+    if opts.hint() is not None:
+        props["INFERENCE_PRECISION_HINT"] = opts.hint()
     if opts.enable_cpu_pinning is not None:
         props["ENABLE_CPU_PINNING"] = opts.enable_cpu_pinning
     props.update(opts.config)
@@ -276,6 +318,9 @@ class OvInstance(Instance):
                 "performance_hint_asked": opts.performance_hint,
                 "num_streams_asked": self._compiled.streams_asked,
                 "inference_precision_asked": opts.inference_precision,
+                "precision": _ran_in(applied.get("executed_precisions"), opts),
+                "precision_asked": opts.precision,
+                "variant": self._backend.variant_record(),
                 "compiled_models": 1 if opts.pool_mode == "streams" else self.config.pool_size,
                 "requests_in_flight_per_instance": self.config.requests_per_sync,
                 "input_shapes": {
@@ -298,6 +343,18 @@ class OvInstance(Instance):
                 self._idle.get_nowait()
             self._backend._release(self._key)
             super().close()
+
+
+#: runtimePrecision of a compute layer -> the ``precision`` option's word for it
+_PRECISION_WORDS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "u8": "int8", "i8": "int8"}
+
+
+def _ran_in(executed: Mapping[str, int] | None, opts: OpenVinoOptions) -> str | None:
+    """The precision most compute layers executed in (``executed_precisions``), else the one asked."""
+    if executed:
+        top = max(executed.items(), key=lambda item: item[1])[0]
+        return _PRECISION_WORDS.get(top, top)
+    return opts.precision or opts.hint()
 
 
 def _completed(_request: Any, done: DoneCallback) -> None:
@@ -326,6 +383,12 @@ class OpenVinoBackend(Backend):
         self._models: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._compiled: dict[Any, _Compiled] = {}
         self._lock = threading.Lock()
+        self._variant: Variant | None = None
+        self._cache_dir: Path | None = None
+        if self.options.precision == "int8":  # type: ignore[attr-defined]
+            from tuner.models.zoo import default_cache_dir
+
+            self._cache_dir = default_cache_dir()  # resolved (its module imported) before a trial times its load
 
     def _ov_core(self) -> Any:
         if self._core is None:
@@ -344,15 +407,39 @@ class OpenVinoBackend(Backend):
                 raise BackendError(f"OpenVINO device {opts.device!r} is not available here (available: {available})")
         return self._core
 
-    def _read(self) -> Any:
-        """The model as read from its file (once); reshaped copies are made from it."""
+    def model_file(self, inputs: Mapping[str, Any] | None = None) -> Path:
+        """The file compiled: the model, or (``precision: int8``) its NNCF variant for the plan ``inputs``."""
+        from tuner.models.precision import openvino_int8_variant
+
+        opts: OpenVinoOptions = self.options  # type: ignore[assignment]
+        assert self.model is not None
+        if opts.precision != "int8":
+            return Path(self.model)
+        if self._variant is None:
+            self._variant = openvino_int8_variant(
+                Path(self.model), opts.quantization, inputs, cache_dir=self._cache_dir
+            )
+        return self._variant.path
+
+    def variant_record(self) -> dict[str, Any] | None:
+        """The int8 variant compiled (path, sha256, source, settings); None for the model itself."""
+        return self._variant.record() if self._variant is not None else None
+
+    def prepare(self, inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The pre-flight: build (or find) the int8 variant for the plan ``inputs``; its record."""
+        self.model_file(inputs)
+        return [] if self._variant is None else [{**self._variant.record(), "built": self._variant.built}]
+
+    def _read(self, inputs: Mapping[str, Any] | None = None) -> Any:
+        """The model (or its precision variant) as read from its file (once); reshaped copies are made from it."""
         if self._model is None:
+            path = self.model_file(inputs)
             try:
-                self._model = self._ov_core().read_model(str(self.model))
+                self._model = self._ov_core().read_model(str(path))
             except BackendError:
                 raise
             except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
-                raise ModelError(f"OpenVINO could not read {self.model}: {first_line(err)}") from None
+                raise ModelError(f"OpenVINO could not read {path}: {first_line(err)}") from None
         return self._model
 
     def _reshaped(self, feeds: tuple[Feed, ...]) -> Any:
@@ -392,7 +479,7 @@ class OpenVinoBackend(Backend):
     def open(self, config: RuntimeConfig) -> OvInstance:
         opts: OpenVinoOptions = self.options  # type: ignore[assignment]
         with self._lock:
-            feeds = resolve_feeds(openvino_signature(self._read()), config.inputs, config.batch_size)
+            feeds = resolve_feeds(openvino_signature(self._read(config.inputs)), config.inputs, config.batch_size)
             key: Any = (config.threads, tuple(feed.shape for feed in feeds), config.pool_size)
             if opts.pool_mode == "instances":
                 key = key + (config.index,)

@@ -12,6 +12,13 @@ from rich.table import Table
 from tuner.text import finite_or_none, format_params
 
 _AXES = ("pool_size", "threads", "requests_per_sync", "batch_size")
+#: the accuracy guard's metrics a records table shows (a column only where a record has it) and their headers
+_ACCURACY_COLUMNS = (
+    ("accuracy_sqnr_db", "sqnr dB"),
+    ("accuracy_top1_agreement", "top1 agree"),
+    ("accuracy_top1", "top1"),
+    ("accuracy_top1_drop", "top1 drop"),
+)
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -70,9 +77,21 @@ def records_table(
         table.add_column(n.replace("options.", "opt.").replace("requests_per_sync", "req/sync"), justify="right")
     # pipelines: the stage that limits each trial
     bottleneck = any("bottleneck" in r["metrics"] for r in records)
+    # the accuracy guard's figures, where the study has them
+    accuracy = [(m, h) for m, h in _ACCURACY_COLUMNS if any(m in r["metrics"] for r in records)]
     # under a latency bound: the rate first (what the ranking is by), then the closed-loop figures
     served = (rate, *(("at ms",) if rate == "server_qps" else ())) if rate != "qps" else ()
-    columns = (*served, "qps", "p50 ms", "p99 ms", "rss MiB", "cpu", "stable", *(("bottleneck",) if bottleneck else ()))
+    columns = (
+        *served,
+        "qps",
+        "p50 ms",
+        "p99 ms",
+        "rss MiB",
+        "cpu",
+        "stable",
+        *(h for _, h in accuracy),
+        *(("bottleneck",) if bottleneck else ()),
+    )
     for col in (*columns, ""):
         table.add_column(col, justify="right")
     for r in records:
@@ -90,6 +109,7 @@ def records_table(
             num(m.get("peak_rss_mb"), 4),
             num(m.get("cpu_util"), 2),
             "-" if m.get("stable") is None else ("yes" if m.get("stable") else "no"),
+            *(num(m.get(metric), 4) for metric, _ in accuracy),
             *((str(m.get("bottleneck", "-")),) if bottleneck else ()),
             mark.get(r["number"], ""),
         )

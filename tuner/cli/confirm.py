@@ -28,6 +28,14 @@ def confirm(
         "--duration-s",
         help="LoadGen's minimum duration in seconds (default: LoadGen's own for the scenario, 600 s)",
     ),
+    rate: float = typer.Option(
+        None, "--rate", help="the arrival rate (Server) or expected rate (Offline) in samples/s, instead of the study's"
+    ),
+    rate_share: float = typer.Option(
+        None,
+        "--rate-share",
+        help="confirm at this share (0..1] of the study's rate: headroom for a short search's optimistic tail",
+    ),
     artifacts: str = typer.Option(
         None,
         "--artifacts",
@@ -66,6 +74,8 @@ def confirm(
         metrics=selection.metrics,
         scenario=scenario,
         duration_s=duration_s,
+        rate_qps=rate,
+        rate_share=rate_share,
         notes=notes,
     )
     folder = artifacts_folder(ref.url, artifacts)

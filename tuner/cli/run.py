@@ -106,6 +106,8 @@ def _progress_text(event: dict[str, Any]) -> str:
                 f"> target {event['target_ci']:.1%} ..."
             )
         return f"repeat {event['index']}/{event['of']} ..."
+    if name == "accuracy":
+        return f"accuracy guard: {event.get('samples')} reference samples against fp32 ..."
     return str(name)
 
 

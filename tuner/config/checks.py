@@ -19,6 +19,7 @@ from tuner.config.axes import Axis
 from tuner.config.lines import _dotted, _LineMap, _nearest
 from tuner.config.models import KIND_KEYS, WorkloadFile, WorkloadSection
 from tuner.errors import BackendError, SpecError, TunerError
+from tuner.metrics import ACCURACY_METRICS
 
 #: workload-section key -> the built-in kind that alone takes it
 _KEY_OWNER = {key: kind for kind, keys in KIND_KEYS.items() for key in keys}
@@ -119,6 +120,26 @@ def workload_kind(model: WorkloadFile, where: str, lines: _LineMap) -> type[Any]
         raise SpecError(f"{where}:{lines.line(('workload', 'kind'))}: workload.kind: {err}") from None
 
 
+def _no_guard(ctx: CheckContext, name: str, *, runs_in_worker: bool) -> None:
+    """A kind without the accuracy guard takes no ``accuracy:``; a worker-child kind measures no ``accuracy_*``
+    (a kind that runs its own program may report them; its own check says whether it does)."""
+    if "accuracy" in ctx.model.model_fields_set:
+        raise ctx.error(
+            ("accuracy",), f"the accuracy guard runs in kind: pool only (this workload is kind: {name}); remove it"
+        )
+    if not runs_in_worker:
+        return
+    used = [(("objectives", i), m) for i, (m, _) in enumerate(ctx.objectives)]
+    used += [(("constraints", m), m) for m in ctx.model.constraints]
+    for loc, metric in used:
+        if metric in ACCURACY_METRICS:
+            raise ctx.error(
+                loc,
+                f"{metric} is measured by the accuracy guard, which runs in kind: pool only "
+                f"(this workload is kind: {name})",
+            )
+
+
 def check_workload(ctx: CheckContext, kind: type[Any]) -> None:
     """No key of another kind, no ``stages.*`` axis outside a pipeline; then the kind's own ``check``."""
     name = ctx.workload.kind
@@ -133,6 +154,8 @@ def check_workload(ctx: CheckContext, kind: type[Any]) -> None:
             f"{scenario} runs MLPerf LoadGen against a pool of instances: only kind: pool serves it (this workload "
             f"is kind: {name}); use scenario: closed",
         )
+    if not getattr(kind, "guards_accuracy", False):
+        _no_guard(ctx, name, runs_in_worker=getattr(kind, "runs_in_worker", True))
     stages_owner = _KEY_OWNER["stages"]
     for key in ctx.axes:
         if key.startswith("stages.") and name != stages_owner:

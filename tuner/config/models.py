@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tuner.config.inputs import InputDecl
+from tuner.metrics import ACCURACY_METRICS
 
 SAMPLERS = ("tpe", "grid", "random", "gp", "nsga2", "knee")
 
@@ -110,6 +111,11 @@ class MeasureSection(_Strict):
         return self
 
 
+#: the latency percentiles LoadGen reports (its detail log's ``result_<p>_percentile_latency_ns``); a
+#: ``load.percentile`` must be one of them, or the bound could not be read back from LoadGen's own figures
+LOADGEN_PERCENTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.97, 0.99, 0.999)
+
+
 class LoadSection(_Strict):
     """``load``: how a trial loads the system -- closed loop (default) or MLPerf LoadGen's Server / Offline.
 
@@ -132,12 +138,54 @@ class LoadSection(_Strict):
     def _bound(self) -> LoadSection:
         if self.scenario == "server" and self.latency_ms is None:
             raise ValueError("scenario: server needs latency_ms (the bound the percentile latency must meet)")
+        if self.scenario != "closed" and self.percentile not in LOADGEN_PERCENTILES:
+            raise ValueError(
+                f"percentile {self.percentile!r}: LoadGen reports the latency at "
+                f"{', '.join(f'{p:g}' for p in LOADGEN_PERCENTILES)} only; expected one of them"
+            )
         return self
 
     @property
     def rate_metric(self) -> str:
         """The metric a trial's rate is: ``qps`` (closed), ``server_qps`` or ``offline_qps``."""
         return {"closed": "qps", "server": "server_qps", "offline": "offline_qps"}[self.scenario]
+
+
+#: the backend option that selects a precision variant: giving it (fixed or searched) turns the accuracy guard on
+PRECISION_OPTION = "precision"
+
+
+class AccuracySection(_Strict):
+    """``accuracy``: the guard that compares each config's outputs with the fp32 reference on a reference set.
+
+    ``data``: a ``.npy`` (one model input) or ``.npz`` (an array per input name) file, or ``zoo:<name>/<array>``
+    (an array the zoo ships, e.g. ``zoo:digits/test_x``); default: the workload's own inputs (``inputs:``,
+    generated with ``seed``). ``labels``: a ``.npy`` of integer class labels, one per sample of ``data`` (or
+    ``zoo:digits/test_y``): adds ``accuracy_top1`` and ``accuracy_top1_drop``. ``samples``: how many samples
+    (default: all of ``data``, else 64). ``output``: the model output compared (default: the first).
+    """
+
+    data: str | None = Field(None, min_length=1)
+    labels: str | None = Field(None, min_length=1)
+    samples: int | None = Field(None, ge=1, le=100_000)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    output: str | None = Field(None, min_length=1)
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("zoo:") and not value.lower().endswith((".npy", ".npz")):
+            raise ValueError("expected a .npy or .npz file, or zoo:<name>/<array> (e.g. zoo:digits/test_x)")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.startswith("zoo:") and not value.lower().endswith(".npy"):
+            raise ValueError("expected a .npy file of integer labels, or zoo:<name>/<array> (e.g. zoo:digits/test_y)")
+        if value is not None and info.data.get("data") is None and "data" in info.data:
+            raise ValueError("labels need data: the samples they label (accuracy: {data: FILE, labels: FILE})")
+        return value
 
 
 class KneeSection(_Strict):
@@ -228,7 +276,19 @@ class WorkloadFile(_Strict):
     knee: KneeSection = Field(default_factory=KneeSection)
     load: LoadSection = Field(default_factory=LoadSection)
     measure: MeasureSection = Field(default_factory=MeasureSection)
+    accuracy: AccuracySection = Field(default_factory=AccuracySection)
     study: StudySection = Field(default_factory=StudySection)
+
+    def accuracy_on(self) -> bool:
+        """Whether trials run the accuracy guard: the file declares ``accuracy:``, an objective or a constraint
+        names an ``accuracy_*`` metric, or the backend options (fixed or searched) set ``precision``."""
+        named = [m for o in self.objectives for m in o] + list(self.constraints)
+        return (
+            "accuracy" in self.model_fields_set
+            or any(m in ACCURACY_METRICS for m in named)
+            or PRECISION_OPTION in self.workload.options
+            or f"options.{PRECISION_OPTION}" in self.search
+        )
 
     @field_validator("objectives")
     @classmethod

@@ -148,6 +148,7 @@ def parse_spec(text: str, *, path: Path | None = None, validate_backend: bool = 
                 f"{_nearest(metric, NUMERIC_METRICS)} (valid: {', '.join(NUMERIC_METRICS)})"
             )
     _check_scenario_metrics(model, objectives, where, lines)
+    _check_labelled_metrics(model, objectives, where, lines)
     ctx = CheckContext(
         model=model,
         axes=axes,
@@ -192,6 +193,27 @@ def _check_scenario_metrics(
         )
 
 
+#: accuracy metrics only a labelled reference set measures (``accuracy.labels``)
+LABELLED_METRICS: tuple[str, ...] = ("accuracy_top1", "accuracy_top1_drop")
+
+
+def _check_labelled_metrics(
+    model: WorkloadFile, objectives: tuple[tuple[str, str], ...], where: str, lines: _LineMap
+) -> None:
+    """An objective or constraint on a top-1 accuracy needs ``accuracy.labels`` (what the classes should be)."""
+    if model.accuracy.labels is not None:
+        return
+    used = [(("objectives", i), f"objectives[{i}]", m) for i, (m, _) in enumerate(objectives)]
+    used += [(("constraints", m), f"constraints.{m}", m) for m in model.constraints]
+    for loc, key, metric in used:
+        if metric in LABELLED_METRICS:
+            raise SpecError(
+                f"{where}:{lines.line(loc)}: {key}: {metric} is measured only with labelled reference data; add "
+                "accuracy: {data: FILE, labels: FILE} (e.g. zoo:digits/test_x and zoo:digits/test_y) or use "
+                "accuracy_top1_agreement (agreement with the fp32 reference's classes)"
+            )
+
+
 def _with_hash(spec: Spec) -> Spec:
     """Hash what changes measurements (workload, search, objectives, constraints, knee, measure)."""
     content = spec.model.model_dump(mode="json", exclude={"study"})
@@ -212,6 +234,9 @@ def _with_hash(spec: Spec) -> Spec:
     # closed loop without a load section is what every study made before load: existed measured
     if "load" not in spec.model.model_fields_set:
         content.pop("load", None)
+    # the accuracy guard's reference set changes what a trial records; undeclared, it is as if it did not exist
+    if "accuracy" not in spec.model.model_fields_set:
+        content.pop("accuracy", None)
     content["name"] = spec.name
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Spec(**{**spec.__dict__, "spec_hash": digest})

@@ -5,7 +5,9 @@ The parent never measures in its own process. It starts ``python -m tuner.execut
 it the job, and reads JSON-line events from its stdout: peak resident memory (summed over the tree)
 and CPU time during the measured part. A crash, a signal, a timeout or running out of memory comes back
 as a :class:`~tuner.measurement.process.Failure` carrying the exit code / signal and the last lines of
-stderr; it never raises.
+stderr; it never raises. Where NVML sees an NVIDIA GPU the parent samples it at the same polls
+(:class:`~tuner.measurement.gpu.GpuWatch`: ``gpu_mem_peak_mb``, and ``gpu_util`` over the measured part), and a
+failure whose error says the GPU ran out of memory is an ``oom`` one (:func:`~tuner.measurement.gpu.classify_gpu_oom`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from tuner.measurement.gpu import GpuWatch, classify_gpu_oom
 from tuner.measurement.process import (
     Failure,
     FailureKind,
@@ -53,6 +56,7 @@ def run_job(
     env.update(extra_env or {})
     events: list[dict[str, Any]] = []
     cpu_marks: dict[str, tuple[float, float]] = {}
+    gpu = GpuWatch.start()  # None without NVML: no GPU metrics
 
     def on_line(raw: bytes, watcher: TreeWatcher) -> None:
         try:
@@ -65,6 +69,8 @@ def run_job(
         if name in ("measure_start", "measure_end"):
             _, cpu = watcher.sample()
             cpu_marks[name] = (time.monotonic(), cpu)
+            if gpu is not None:
+                gpu.mark(name, watcher.pids())
         events.append(event)
         sink(event)
 
@@ -77,7 +83,9 @@ def run_job(
         stdin_data=json.dumps(job).encode(),
         on_stdout_line=on_line,
         should_stop=should_stop,
+        on_poll=None if gpu is None else lambda watcher: gpu.sample(watcher.pids()),
     )
+    gpu_metrics, gpu_info = gpu.finish() if gpu is not None else ({}, {})
     wall_s = outcome.wall_s
     stderr_tail = outcome.tail()
     code = outcome.returncode
@@ -93,7 +101,8 @@ def run_job(
     elif code != 0 or result_event is None:
         failure = exit_failure(code, stderr_tail)
     if failure is not None:
-        partial = _partial(outcome)
+        failure = classify_gpu_oom(failure)  # ORT's / CUDA's / TensorRT's out-of-memory messages
+        partial = {**_partial(outcome), **gpu_metrics}
         windows = [float(e["qps"]) for e in events if e.get("event") == "window" and "qps" in e]
         if windows:
             partial["window_qps"] = windows
@@ -109,10 +118,14 @@ def run_job(
         metrics["cpu_util"] = max(0.0, min(1.0, (c1 - c0) / max(t1 - t0, 1e-9) / cores))
     else:
         metrics["cpu_util"] = float("nan")
+    metrics.update(gpu_metrics)
+    applied = dict(result_event.get("applied", {}))
+    if gpu_info:
+        applied["gpu_telemetry"] = gpu_info
     return TrialResult(
         params=params,
         metrics=metrics,
-        applied=result_event.get("applied", {}),
+        applied=applied,
         versions=result_event.get("versions", {}),
         wall_s=wall_s,
     )

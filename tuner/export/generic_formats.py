@@ -11,6 +11,7 @@ from typing import Any
 
 from tuner.errors import SpecError
 from tuner.export.common import _anchors, _axis, _json, _options, _workload
+from tuner.export.model_io import precision_record
 from tuner.export.provenance import comment_header
 from tuner.export.select import Selection
 
@@ -50,6 +51,11 @@ def _tuner(selection: Selection, base_dir: Path | None) -> str:
     # their file: / images: sources resolve like the model
     if isinstance(workload.get("inputs"), dict):
         workload["inputs"] = _absolute_inputs(workload["inputs"], "workload.inputs", anchors, notes)
+    # the options carry the precision: re-running the file opens the same (cached, or rebuilt) variant
+    variant, variant_notes = precision_record(selection, base_dir)
+    notes += variant_notes
+    if variant is not None and variant.get("sha256"):
+        notes.append(f"precision {variant['precision']}: {variant['path']} (sha256 {variant['sha256']})")
     if isinstance(workload.get("stages"), list):
         stages = []
         for i, stage in enumerate(workload["stages"]):
@@ -106,8 +112,9 @@ def _absolute_inputs(inputs: dict[str, Any], where: str, anchors: list[Path], no
 
 def _json_format(selection: Selection, base_dir: Path | None) -> str:
     section = _workload(selection).get("workload") or {}
+    variant, notes = precision_record(selection, base_dir)
     doc = {
-        "provenance": selection.provenance(),
+        "provenance": selection.provenance(notes),
         "params": dict(selection.params),
         "metrics": dict(selection.metrics),
         "workload": {
@@ -117,6 +124,8 @@ def _json_format(selection: Selection, base_dir: Path | None) -> str:
             "options": _options(selection),
         },
     }
+    if variant is not None:
+        doc["precision"] = variant  # the precision that ran: the model file (variant) path, sha256, settings
     return _json(doc)
 
 

@@ -21,13 +21,13 @@ from typing import Any
 from tuner.config.inputs import InputDecl, declared_inputs, dimension_axes, plan_inputs
 from tuner.config.models import WorkloadSection
 from tuner.errors import InputError, ModelError
-from tuner.export.common import _anchors, _workload
+from tuner.export.common import _anchors, _backend, _options, _workload
 from tuner.export.select import Selection
 from tuner.models.feeds import resolve_feeds
 from tuner.models.signature import Dim, ModelInput, read_signature
 from tuner.text import first_line
 
-__all__ = ["ModelIO", "Tensor", "model_io", "named_shapes", "shape_text"]
+__all__ = ["ModelIO", "Tensor", "model_io", "named_shapes", "precision_record", "shape_text"]
 
 #: an open dimension, as Triton, OpenVINO and ONNX Runtime write it
 OPEN = -1
@@ -265,3 +265,63 @@ def _openvino_outputs(path: Path) -> tuple[Tensor, ...]:
         dtype = str(port.get_element_type().to_dtype())
         out.append(Tensor(port.get_any_name(), dtype, shape, 0 if shape else None, bool(shape) and shape[0] == OPEN))
     return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ precision
+
+
+def precision_record(selection: Selection, base_dir: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The model file the trial's ``precision`` option ran, and notes; None when the options name no precision.
+
+    ``{"precision", "path", "sha256", "source", "source_sha256", "key", "settings"}`` of the variant
+    (:mod:`tuner.models.precision`; its key recomputed from the model, the precision, the quantization settings
+    and the trial's inputs, and looked up in this machine's variant cache -- an export never builds one), or
+    ``{"precision", "path", "sha256"}`` of the model itself for ONNX Runtime's fp32 and OpenVINO's f32 / bf16 /
+    f16 (an inference-precision hint of the same file). A variant missing here is a note, without path.
+    """
+    options = _options(selection)
+    backend = _backend(selection)
+    precision = options.get("precision")
+    if backend not in ("onnxruntime", "openvino") or precision is None:
+        return None, []
+    notes: list[str] = []
+    try:
+        if backend == "onnxruntime":
+            from tuner.backends.onnxruntime import OrtOptions
+
+            model = OrtOptions.model_validate({k: v for k, v in options.items() if k in OrtOptions.model_fields})
+        else:
+            from tuner.backends.openvino import OpenVinoOptions
+
+            model = OpenVinoOptions.model_validate(options)
+    except ValueError as err:  # pydantic's ValidationError is one
+        return None, [f"the study's precision options could not be read: {first_line(err)}"]
+    path = _model_path(selection, base_dir, notes)
+    if path is None:
+        return {"precision": precision}, notes + [f"precision {precision}: the model file was not found here"]
+    if precision not in ("int8", "int8-dynamic", "fp16") or (backend == "openvino" and precision != "int8"):
+        from tuner.models.precision import file_sha256
+
+        return {"precision": precision, "path": str(path), "sha256": file_sha256(path)}, notes
+    from tuner.models.precision import openvino_int8_variant, ort_variant
+
+    plan, _batch = _plan(selection, base_dir, notes)
+    try:
+        if backend == "onnxruntime":
+            variant = ort_variant(path, precision, model.quantization, plan, build=False)  # type: ignore[attr-defined]
+        else:
+            variant = openvino_int8_variant(path, model.quantization, plan, build=False)  # type: ignore[attr-defined]
+    except (ModelError, InputError) as err:
+        return {"precision": precision}, notes + [f"precision {precision}: {first_line(err)}"]
+    if not variant.path.is_file():
+        notes.append(
+            f"precision {precision}: the variant (key {variant.key[:16]}) is not in this machine's cache "
+            f"({variant.path}); tuner run of the exported workload builds it"
+        )
+        return {
+            "precision": precision,
+            "source": str(path),
+            "key": variant.key,
+            "settings": dict(variant.settings),
+        }, notes
+    return variant.record(), notes

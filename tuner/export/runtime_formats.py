@@ -4,7 +4,10 @@
 
 Each carries the shapes the study fed (:mod:`tuner.export.model_io`: the workload's declared ``inputs:``
 at the trial's values, else the model's signature): an ``inputs`` block for ONNX Runtime, a ``reshape``
-mapping and ``benchmark_app -shape`` for OpenVINO, ``input`` / ``output`` entries for Triton.
+mapping and ``benchmark_app -shape`` for OpenVINO, ``input`` / ``output`` entries for Triton. A study whose
+options name a ``precision`` also carries the model file that ran (:func:`tuner.export.model_io.precision_record`:
+the variant's path, sha256, source and quantization settings) as ``model`` (ONNX Runtime, OpenVINO) or a note
+(Triton: deploy that file).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.export.common import _axis, _backend, _json, _options, _ort_options, _safe_name
-from tuner.export.model_io import OPEN, ModelIO, Tensor, model_io, named_shapes, shape_text
+from tuner.export.model_io import OPEN, ModelIO, Tensor, model_io, named_shapes, precision_record, shape_text
 from tuner.export.provenance import comment_header
 from tuner.export.select import Selection
 
@@ -62,6 +65,8 @@ def _onnxruntime(selection: Selection, base_dir: Path | None) -> str:
     opts, notes = _ort_options(selection)
     io = model_io(selection, base_dir)
     notes += _io_notes(io)
+    variant, variant_notes = precision_record(selection, base_dir)
+    notes += variant_notes
     pool, threads = _axis(selection, "pool_size"), _axis(selection, "threads")
     rps, batch = _axis(selection, "requests_per_sync"), _axis(selection, "batch_size")
     entries = {"session.intra_op.allow_spinning": "1" if opts.allow_spinning else "0"}
@@ -89,6 +94,8 @@ def _onnxruntime(selection: Selection, base_dir: Path | None) -> str:
     }
     if io.known:
         doc["inputs"] = {t.name: t.to_dict() for t in io.inputs}
+    if variant is not None:
+        doc["model"] = variant  # the file each InferenceSession opens: the precision variant that ran
     return _json(doc)
 
 
@@ -154,6 +161,9 @@ def _openvino(selection: Selection, base_dir: Path | None) -> str:
     device, properties, compiled_models, notes = _openvino_properties(selection)
     io = model_io(selection, base_dir)
     notes += _io_notes(io)
+    variant, variant_notes = precision_record(selection, base_dir) if _backend(selection) == "openvino" else (None, [])
+    notes += variant_notes
+    model_arg = shlex.quote(str(variant["path"])) if variant and variant.get("path") else "MODEL"
     pool, threads = _axis(selection, "pool_size"), _axis(selection, "threads")
     rps, batch = _axis(selection, "requests_per_sync"), _axis(selection, "batch_size")
     precision = properties.get("INFERENCE_PRECISION_HINT")
@@ -170,11 +180,14 @@ def _openvino(selection: Selection, base_dir: Path | None) -> str:
         "usage": "core.compile_model(model, device, compile_properties) (compiled_models times, each with these "
         "properties); keep infer_requests AsyncInferQueue jobs in flight in all, each of batch_size samples "
         f"({reshape})",
-        "benchmark_app": f"benchmark_app -m MODEL -d {device} -hint none -nstreams {pool} -nthreads {pool * threads} "
-        f"-nireq {pool * rps} {sizing}" + (f" -infer_precision {precision}" if precision else ""),
+        "benchmark_app": f"benchmark_app -m {model_arg} -d {device} -hint none -nstreams {pool} "
+        f"-nthreads {pool * threads} -nireq {pool * rps} {sizing}"
+        + (f" -infer_precision {precision}" if precision else ""),
     }
     if io.known:
         doc["reshape"] = {t.name: list(t.shape) for t in io.inputs}
+    if variant is not None:
+        doc["model"] = variant  # the file compiled: the int8 IR, or the model with its precision hint
     return _json(doc)
 
 
@@ -182,6 +195,12 @@ def _triton(selection: Selection, base_dir: Path | None) -> str:
     opts, notes = _ort_options(selection)
     io = model_io(selection, base_dir)
     notes += _io_notes(io)
+    variant, variant_notes = precision_record(selection, base_dir)
+    notes += variant_notes
+    if variant is not None and variant.get("path"):
+        notes.append(
+            f"precision {variant['precision']}: deploy {variant['path']} (sha256 {variant['sha256']}) as model.onnx"
+        )
     pool, threads = _axis(selection, "pool_size"), _axis(selection, "threads")
     rps, batch = _axis(selection, "requests_per_sync"), _axis(selection, "batch_size")
     mode = 1 if opts.execution_mode == "parallel" else 0

@@ -67,6 +67,11 @@ class TreeWatcher:
         self._lock = threading.Lock()
         self._last_scan = -math.inf
 
+    def pids(self) -> frozenset[int]:
+        """The processes of the tree seen so far (the root and the descendants found by the last scan)."""
+        with self._lock:
+            return frozenset(self._known)
+
     def sample(self) -> tuple[int, float]:
         """Return (tree RSS bytes, tree CPU seconds so far), updating the peak."""
         with self._lock:
@@ -136,6 +141,7 @@ def run_process(
     on_stdout_line: LineSink | None = None,
     merge_output: bool = False,
     should_stop: Callable[[], str | None] | None = None,
+    on_poll: Callable[[TreeWatcher], None] | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell) in a new session and watch its whole process tree.
 
@@ -146,7 +152,8 @@ def run_process(
     ``merge_output`` stdout and stderr go to one capture, in the order the program wrote them. Never
     raises for the child's behaviour: a program that cannot be started comes back as an ``error``.
     ``should_stop`` is asked at every poll: a reason (not None) kills the tree and comes back as a
-    ``stopped`` failure carrying that reason (a trial stopped early because it cannot win).
+    ``stopped`` failure carrying that reason (a trial stopped early because it cannot win). ``on_poll`` is
+    called at every poll with the watcher, after its sample (the GPU telemetry samples there).
     """
     env_map = dict(os.environ if env is None else env)
     env_map.setdefault("PYTHONUNBUFFERED", "1")
@@ -203,6 +210,8 @@ def run_process(
             if proc.returncode is not None:
                 break
             rss, cpu_seen = watcher.sample()
+            if on_poll is not None:
+                on_poll(watcher)
             elapsed = time.monotonic() - start
             if memory_limit_mb is not None and rss > memory_limit_mb * 2**20:
                 _kill_tree(proc, watcher)

@@ -118,6 +118,9 @@ def aggregate_repeats(results: Sequence[TrialResult]) -> TrialResult:
     metrics["qps_runs"] = runs
     metrics["qps_spread"] = (max(runs) - min(runs)) / mid if mid > 0 else float("nan")
     metrics["peak_rss_mb"] = max(float(r.metrics.get("peak_rss_mb", 0.0)) for r in ok)
+    gpu_peaks = [float(r.metrics["gpu_mem_peak_mb"]) for r in ok if "gpu_mem_peak_mb" in r.metrics]
+    if gpu_peaks:  # measured only on an NVIDIA GPU (tuner.measurement.gpu): the peak of every run, like RSS
+        metrics["gpu_mem_peak_mb"] = max(gpu_peaks)
     if len(runs) >= 2:
         metrics.update(interval_metrics(repeats_interval(runs)))
     return TrialResult(

@@ -21,6 +21,12 @@ int64 and rank-0 inputs, open dimensions other than the first, batch not first):
 * ``two_inputs``: ``image`` float32 ``[batch, 3, 32, 32]`` and ``features`` float32
   ``[batch, 10]`` -> ``logits`` float32 ``[batch, 5]``.
 
+One graph is *trained*, not random: ``digits`` (``input`` float32 ``[batch, 1, 8, 8]``, pixels in 0..1 ->
+``logits`` ``[batch, 10]``), a small conv net trained at build time on scikit-learn's 8x8 digits
+(:mod:`tuner.models.train_digits`; needs the ``precision`` extra), whose held-out split ships beside it as
+labelled accuracy data: :data:`ZOO_ARRAYS` names the arrays, :func:`build_artifacts` builds the graph with
+them.
+
 Caching and model references are in :mod:`tuner.models.zoo`.
 """
 
@@ -45,7 +51,11 @@ ZOO_NAMES: tuple[str, ...] = (
     "text_seq",
     "speech_state",
     "two_inputs",
+    "digits",
 )
+#: zoo graphs that ship arrays beside the model (a workload names one as ``zoo:<name>/<array>``): ``digits``' held-out
+#: split, ``test_x`` (float32 ``[n, 1, 8, 8]``, the model's input as fed) and ``test_y`` (int64 labels ``[n]``)
+ZOO_ARRAYS: dict[str, tuple[str, ...]] = {"digits": ("test_x", "test_y")}
 ZOO_PREFIX = "zoo:"
 OPSET = 17
 IR_VERSION = 8  # the IR version of ONNX 1.12, which introduced opset 17; onnxruntime >= 1.12 loads it
@@ -373,6 +383,36 @@ def _build_two_inputs() -> onnx.ModelProto:
     )
 
 
+def _build_digits_with_data() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``digits``: trained on scikit-learn's 8x8 digits (:func:`tuner.models.train_digits.train`), and its
+    held-out split."""
+    from tuner.models.train_digits import CLASSES, train
+
+    trained = train()
+    g = _GraphBuilder("digits")
+    c1, c2 = trained.conv1_w.shape[0], trained.conv2_w.shape[0]
+    weights = [
+        g._const(f"conv{i}.{part}", getattr(trained, f"conv{i}_{part[0]}"))
+        for i in (1, 2)
+        for part in ("weight", "bias")
+    ]
+    x = g.relu(g.op("Conv", [INPUT_NAME, *weights[:2]], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    x = g.relu(g.op("Conv", [x, *weights[2:]], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]))
+    flat = g.op("Flatten", [x], axis=1)  # [batch, c2 * 4 * 4]
+    g.op("Gemm", [flat, g._const("fc.weight", trained.fc_w), g._const("fc.bias", trained.fc_b)], OUTPUT_NAME, transB=1)
+    model = g.model(1, 8, CLASSES, f"Digits classifier trained on scikit-learn's 8x8 digits: conv {c1}, conv {c2}, fc")
+    return model, {"test_x": trained.test_x, "test_y": trained.test_y}
+
+
+def _build_digits() -> onnx.ModelProto:
+    return _build_digits_with_data()[0]
+
+
+#: builders of the graphs that ship arrays (:data:`ZOO_ARRAYS`): the graph and its arrays from one build
+_DATA_BUILDERS: dict[str, Callable[[], tuple[onnx.ModelProto, dict[str, np.ndarray]]]] = {
+    "digits": _build_digits_with_data
+}
+
 _BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
     "resnet50": _build_resnet50,
     "mobilenet_v2": _build_mobilenet_v2,
@@ -381,8 +421,10 @@ _BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
     "text_seq": _build_text_seq,
     "speech_state": _build_speech_state,
     "two_inputs": _build_two_inputs,
+    "digits": _build_digits,
 }
 assert tuple(_BUILDERS) == ZOO_NAMES
+assert set(_DATA_BUILDERS) == set(ZOO_ARRAYS)
 
 
 def _unknown_name(name: str) -> ModelError:
@@ -394,7 +436,19 @@ def build_model(name: str) -> onnx.ModelProto:
     builder = _BUILDERS.get(name)
     if builder is None:
         raise _unknown_name(name)
-    model = builder()
+    return _checked(name, builder())
+
+
+def build_artifacts(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Zoo graph ``name`` and the arrays it ships (:data:`ZOO_ARRAYS`; empty for a random-weight graph), built once."""
+    data_builder = _DATA_BUILDERS.get(name)
+    if data_builder is None:
+        return build_model(name), {}
+    model, arrays = data_builder()
+    return _checked(name, model), arrays
+
+
+def _checked(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:  # a bug in a builder, never user input

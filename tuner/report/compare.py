@@ -49,6 +49,7 @@ _PLATFORM_KEYS = (
     "os",
     "board",
     "accelerators",
+    "gpu",
     "runtimes",
     "tuner",
 )

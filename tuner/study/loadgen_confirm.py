@@ -142,10 +142,17 @@ def plan_confirmation(
     metrics: Mapping[str, Any],
     scenario: str | None = None,
     duration_s: float | None = None,
+    rate_qps: float | None = None,
+    rate_share: float | None = None,
     notes: list[str] | None = None,
 ) -> ConfirmPlan:
     """The confirmation of the picked trial (``metrics``: what the study measured of it); typed errors when the
-    scenario, the bound or the rate is missing."""
+    scenario, the bound or the rate is missing.
+
+    ``rate_qps`` replaces the rate the study gives (``--rate``); ``rate_share`` scales it (``--rate-share``: a
+    search's short runs judge the tail on a few hundred queries, so the long run at the same rate can miss the
+    bound; confirming at a share of it says how much headroom the claim needs). Not both.
+    """
     kind = get_kind(spec.workload.kind)
     if not getattr(kind, "serves_loadgen", False):
         raise StudyError(
@@ -163,6 +170,14 @@ def plan_confirmation(
         )
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
         raise SpecError(f"--duration-s {duration_s!r}: expected a positive number of seconds")
+    if rate_qps is not None and rate_share is not None:
+        raise SpecError(
+            f"--rate {rate_qps:g} and --rate-share {rate_share:g}: give one (a rate, or a share of the study's)"
+        )
+    if rate_qps is not None and not (math.isfinite(rate_qps) and rate_qps > 0):
+        raise SpecError(f"--rate {rate_qps!r}: expected a positive arrival rate in samples/s")
+    if rate_share is not None and not (math.isfinite(rate_share) and 0 < rate_share <= 1):
+        raise SpecError(f"--rate-share {rate_share!r}: expected a share of the study's rate in (0, 1]")
     loadgen_module()  # LoadGenMissing names the extra before anything runs
     notes = list(notes or [])
     if chosen == "server":
@@ -193,6 +208,10 @@ def plan_confirmation(
         base_metric = "offline_qps" if load.scenario == "offline" else "qps"
         target = _positive(metrics, base_metric, trial, study)
         source = f"the {base_metric} of trial {trial} (LoadGen's expected Offline rate)"
+    if rate_qps is not None:
+        target, source = rate_qps, f"--rate {rate_qps:g} (the study's would be {target:.4g})"
+    elif rate_share is not None:
+        target, source = rate_share * target, f"--rate-share {rate_share:g} x {source}"
     return ConfirmPlan(
         spec=spec,
         study=study,

@@ -139,7 +139,9 @@ class StudyRun:
     # ------------------------------------------------------------------------------------ the loop
 
     def run(self) -> OptimizeResult:
-        model_path = resolve_model_path(self.spec)  # a missing or corrupt model is an error before any study
+        # a missing or corrupt model, or a precision variant that cannot be built, is an error before any study;
+        # every variant the space reaches is built here, never in a trial
+        model_path = resolve_model_path(self.spec, on_event=self.emit)
         study = self._open()
         settings = self._trial_settings(study, model_path)
         waiting_said = False

@@ -50,6 +50,10 @@ Contract (a subclass sets ``name`` and implements :meth:`WorkloadKind.build_job`
 * ``serves_loadgen`` (class attribute, default False): the kind runs the LoadGen scenarios of ``load:``
   (``pool`` does: :meth:`tuner.workloads.pool.PoolWorkload.serve`); a file asking one of another kind is an
   error naming the kinds that do.
+* ``guards_accuracy`` (class attribute, default False): the kind runs the accuracy guard (``accuracy:``, a
+  ``precision`` option, an ``accuracy_*`` objective or constraint: ``pool`` does, through
+  :mod:`tuner.workloads.accuracy_guard`); another kind given ``accuracy:`` is an error, and so is an
+  ``accuracy_*`` metric for a kind that runs in the worker child.
 * ``uses_backend(spec)``: whether the trial opens ``workload.backend``'s instances (then an
   ``onnxruntime`` model is checked as ONNX before any trial). Default False.
 
@@ -82,6 +86,8 @@ class WorkloadKind(ABC):
     runs_in_worker: ClassVar[bool] = True
     #: whether the kind runs ``load.scenario`` server / offline (MLPerf LoadGen drives it; ``pool`` does)
     serves_loadgen: ClassVar[bool] = False
+    #: whether the kind runs the accuracy guard (``accuracy_*`` metrics; ``pool`` does)
+    guards_accuracy: ClassVar[bool] = False
 
     def check(self, ctx: CheckContext) -> None:
         """Validate this kind's part of a loaded workload file; ``raise ctx.error(loc, message)``."""

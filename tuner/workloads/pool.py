@@ -4,7 +4,9 @@ Each worker keeps ``requests_per_sync`` requests in flight on its instance, then
 (async submit ... sync); with 1 it makes plain synchronous calls on its own thread. Inputs are prepared
 before timing (what each model input is fed: the job's ``inputs`` plan, handed to every instance as
 ``RuntimeConfig.inputs``). The first request runs before measurement, so a value the model rejects fails at
-load. A request's latency runs from its submission to its completion.
+load. A request's latency runs from its submission to its completion. With the accuracy guard on, the job's
+``accuracy`` entry makes instance 0 run the reference set after the measured part
+(:mod:`tuner.workloads.accuracy_guard`).
 """
 
 from __future__ import annotations
@@ -284,6 +286,13 @@ def run_pool_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
         if load and load.get("scenario", "closed") != "closed":
             # the closed-loop qps just measured seeds LoadGen: a server cannot sustain more than that flat out
             metrics.update(serve_with_loadgen(pool, load, seed_qps=float(metrics["qps"]), applied=applied, emit=emit))
+        guard = job.get("accuracy")
+        if guard:  # after the measured part: the reference set through instance 0 (tuner.workloads.accuracy_guard)
+            from tuner.workloads.accuracy_guard import run_guard
+
+            emit({"event": "accuracy", "samples": guard["set"]["samples"]})
+            accuracy, applied["accuracy"] = run_guard(guard, pool.instances[0], backend.versions())
+            metrics.update(accuracy)
     finally:
         pool.close()
     metrics["load_s"] = load_s
@@ -378,9 +387,13 @@ class PoolKind(WorkloadKind):
 
     name = "pool"
     serves_loadgen = True
+    guards_accuracy = True
 
     def check(self, ctx: CheckContext) -> None:
+        from tuner.workloads.accuracy_guard import check_accuracy
+
         ctx.check_backend()
+        check_accuracy(ctx)
         if ctx.model.load.scenario != "closed":
             from importlib.util import find_spec
 
@@ -398,8 +411,13 @@ class PoolKind(WorkloadKind):
         return True
 
     def build_job(self, spec: Spec, params: Mapping[str, Any], model_path: Path | None) -> dict[str, Any]:
+        from tuner.workloads.accuracy_guard import guard_job
+
         job = worker_job(spec, params, model_path)
         get_backend(spec.workload.backend).validate_options(job["options"])
+        guard = guard_job(spec, params, model_path)
+        if guard is not None:
+            job["accuracy"] = guard
         return job
 
     def run_in_child(self, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
