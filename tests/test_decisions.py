@@ -160,6 +160,25 @@ def test_candidates_are_the_plateau_the_knee_candidate_and_what_could_be_best() 
     assert candidates(records[:1], 0.10, 3) == []
 
 
+def test_a_slot_is_kept_for_the_plateaus_nearest_rival_when_cheap_configs_could_fill_them_all() -> None:
+    records = [
+        record(0, 1, 100.0, 98.0, 102.0),
+        record(1, 6, 815.0, 800.0, 830.0),  # three cheap knee candidates: (1 - 0.1) x 880 = 792 is in reach
+        record(2, 7, 820.0, 805.0, 835.0),
+        record(3, 8, 825.0, 810.0, 840.0),
+        record(4, 12, 890.0, 875.0, 905.0),  # the nearest rival: its interval reaches the plateau's lower bound
+        record(5, 15, 900.0, 880.0, 920.0),  # the plateau
+    ]
+    # cheapest first for the knee, but the rival keeps the last slot (the tie set needs it measured)
+    assert [r.params["pool_size"] for r in candidates(records, 0.10, 4)] == [15, 6, 7, 12]
+    assert [r.params["pool_size"] for r in candidates(records, 0.10, 3)] == [15, 6, 12]
+    # with two slots the knee candidate comes first
+    assert [r.params["pool_size"] for r in candidates(records, 0.10, 2)] == [15, 6]
+    # no rival in reach: every slot for the knee region
+    no_rival = [r for r in records if r.params["pool_size"] != 12]
+    assert [r.params["pool_size"] for r in candidates(no_rival, 0.10, 4)] == [15, 6, 7, 8]
+
+
 def test_candidates_of_equal_cost_fill_the_slots_in_the_params_order() -> None:
     def rec(number: int, params: dict[str, int], qps: float) -> TrialRecord:
         return TrialRecord(number, params, {"qps": qps, "qps_ci_low": qps * 0.98, "qps_ci_high": qps * 1.02}, True)

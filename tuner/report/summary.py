@@ -230,6 +230,12 @@ def _confirmation(
         f"{format_params(params[decision.reference], sort=True)} over {knee_ratio.n} rounds; P(within "
         f"{tolerance:.0%}) = {decision.knee_confidence:.2f}"
     )
+    if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
+        # it qualified by the tie set (its interval reaches the reference), not by the probability
+        knee_reason += (
+            f", below {decision.confidence:.0%}: it stands as tied with the reference (its interval reaches 1); "
+            "more rounds (study.confirm.rounds) would tell"
+        )
     return {
         "knee_reason": knee_reason,
         "session": rounds["session"],

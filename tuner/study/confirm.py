@@ -9,8 +9,9 @@ ratios).
 Candidates (:func:`candidates`): the plateau config itself, then the configs whose qps interval reaches
 ``1 - tolerance`` of the plateau's lower bound (could be the knee) cheapest first -- in cost order, equal
 costs in the params' own order, so which configs fill the slots does not depend on how each one's noise
-fell -- then the configs whose interval reaches the plateau's (could be the best); at most
-``study.confirm.max_configs``. With ``study.confirm.window_s`` each round measures a fixed length (warm-up,
+fell -- then the configs whose interval reaches the plateau's (could be the best), nearest first; at most
+``study.confirm.max_configs``, of which (from three on) one is kept for the plateau's nearest rival, so
+the tie set is decided between the configs that could be the best and not only among the cheap ones. With ``study.confirm.window_s`` each round measures a fixed length (warm-up,
 then ``measure.stable_windows`` windows of that length, no waiting for stability): more short rounds beat
 fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
 cannot tell from the plateau, so a cheap config that ties it is the best. Each round's measurements are
@@ -68,11 +69,19 @@ def candidates(records: Sequence[TrialRecord], tolerance: float, max_configs: in
         key=lambda r: (config_cost(r.params), config_key(r.params)),
     )
     chosen: list[TrialRecord] = [plateau]
-    for r in [*could_be_knee, *could_be_best]:
-        if len(chosen) >= max_configs:
-            break
-        if all(config_key(r.params) != config_key(c.params) for c in chosen):
-            chosen.append(r)
+
+    def fill(pool: Sequence[TrialRecord], upto: int) -> None:
+        for r in pool:
+            if len(chosen) >= upto:
+                return
+            if all(config_key(r.params) != config_key(c.params) for c in chosen):
+                chosen.append(r)
+
+    # from three slots on, one is kept for the plateau's nearest rival, so the tie set is decided between
+    # the configs that could be the best, not only among the cheap ones
+    kept = 1 if max_configs >= 3 and could_be_best else 0
+    fill(could_be_knee, max_configs - kept)
+    fill([*could_be_best, *could_be_knee], max_configs)
     return chosen if len(chosen) >= 2 else []
 
 
