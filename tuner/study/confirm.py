@@ -12,7 +12,8 @@ costs in the params' own order, so which configs fill the slots does not depend 
 fell -- then the configs whose interval reaches the plateau's (could be the best), nearest first; at most
 ``study.confirm.max_configs``, of which (from three on) one is kept for the plateau's nearest rival, so
 the tie set is decided between the configs that could be the best and not only among the cheap ones.
-With ``study.confirm.window_s`` each round measures a fixed length (warm-up, then ``measure.stable_windows`` windows of that length, no waiting for stability): more short rounds beat
+With ``study.confirm.window_s`` each round measures a fixed length (warm-up, then ``measure.stable_windows``
+windows of that length, no waiting for stability): more short rounds beat
 fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
 cannot tell from the plateau, so a cheap config that ties it is the best. Each round's measurements are
 trials of the study marked
