@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -231,6 +232,10 @@ def _plain(value: Any) -> Any:
     return name if isinstance(name, str) else str(value)
 
 
+#: how long an instance's close lets OpenVINO's callback thread finish what it holds (see OvInstance.close)
+CALLBACK_GRACE_S = 0.02
+
+
 class _Compiled:
     """One compiled model and the instances that share it."""
 
@@ -337,6 +342,10 @@ class OvInstance(Instance):
         self._closed = True
         try:
             self._queue.wait_all()
+            # wait_all returns when the requests are done, but OpenVINO's callback thread may still be in a
+            # callback's epilogue, waiting for the GIL; freeing the compiled model now (this thread holds the
+            # GIL) would join that thread forever. Let go of the GIL long enough for it to finish.
+            time.sleep(CALLBACK_GRACE_S)
         finally:
             self._queue = None
             while not self._idle.empty():
