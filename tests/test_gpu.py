@@ -30,7 +30,6 @@ from tuner.backends.ort_providers import (
     ProviderOptions,
     ProviderPlan,
     engine_cache_dir,
-    file_sha256,
     session_providers,
 )
 from tuner.config.spec import Spec, load_spec
@@ -49,6 +48,7 @@ from tuner.measurement.gpu import (
 )
 from tuner.measurement.process import Failure
 from tuner.metrics import CLOSED_LOOP_METRICS, GPU_METRICS, METRICS, NUMERIC_METRICS
+from tuner.models.precision import file_sha256
 from tuner.search.rules import skip_reason
 from tuner.study.run import _rule_context
 

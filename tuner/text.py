@@ -53,3 +53,12 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def json_digest(content: Any) -> str:
+    """The sha256 hex digest of ``content``'s canonical JSON (sorted keys; other types by ``str``): the one way
+    a cache key is made from settings."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

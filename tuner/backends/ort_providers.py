@@ -59,6 +59,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import BackendError
+from tuner.models.precision import file_sha256
 from tuner.text import first_line
 
 #: the short names a workload file uses -> ONNX Runtime's provider names
@@ -326,18 +327,6 @@ ENGINE_BUILD_OPTIONS = (
 def engine_cached(provider: str, options: ProviderOptions) -> bool:
     """Whether a session on ``provider`` keeps TensorRT engines in a keyed folder (then it needs the shapes fed)."""
     return provider == PROVIDERS["TensorRT"] and options.TensorRT.trt_engine_cache_enable
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a model file and, when it has one, its external-data file ``<name>.data`` next to it."""
-    digest = hashlib.sha256()
-    for part in (Path(path), Path(f"{path}.data")):
-        if not part.is_file():
-            continue
-        with part.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tensorrt_version() -> str:

@@ -58,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import tempfile
 import threading
 import warnings
@@ -74,7 +73,7 @@ from tuner.config.inputs import InputData
 from tuner.errors import BackendError, InputError, ModelError
 from tuner.models.feeds import IMAGE_SUFFIXES, Feed, make_array, resolve_feeds
 from tuner.models.signature import ModelInput, read_signature
-from tuner.text import first_line
+from tuner.text import first_line, json_digest
 
 #: ONNX Runtime's precisions (``fp32``: the model file as it is); the backends' option types
 OrtPrecision = Literal["fp32", "int8", "int8-dynamic", "fp16"]
@@ -176,9 +175,11 @@ _BUILD_LOCK = threading.Lock()
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes (an OpenVINO ``.xml`` with its ``.bin``); memoised per size and mtime."""
+    """The sha256 of a model's bytes: the file, with an OpenVINO ``.xml``'s ``.bin`` or an ONNX model's external
+    data file ``<name>.data`` when there is one; memoised per size and mtime."""
     path = Path(path)
-    parts = [path] + ([path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [])
+    companion = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else Path(f"{path}.data")
+    parts = [path] + ([companion] if companion.is_file() else [])
     try:
         stats = [p.stat() for p in parts if p.exists() or p == path]
     except OSError as err:
@@ -291,7 +292,7 @@ def calibration_samples(feeds: Sequence[Feed], samples: int, seed: int) -> list[
     ]
 
 
-def _describe_feeds(feeds: Sequence[Feed]) -> list[dict[str, Any]]:
+def feeds_record(feeds: Sequence[Feed]) -> list[dict[str, Any]]:
     """Feeds as canonical JSON (name, shape, dtype, data, and a fingerprint of a file / image folder read)."""
     out = []
     for f in feeds:
@@ -389,7 +390,7 @@ def _plan_variant(
         "calibration": calibration,
         "tools": _tool_versions(precision),
     }
-    key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    key = json_digest(doc)
     label = precision.replace("openvino-", "ov-")
     target = variants_dir(cache_dir) / f"{source.stem}-{label}-{key[:16]}{suffix}"
     return target, key, applies
@@ -603,6 +604,7 @@ __all__ = [
     "Variant",
     "calibration_feeds",
     "calibration_samples",
+    "feeds_record",
     "file_sha256",
     "openvino_int8_variant",
     "ort_variant",

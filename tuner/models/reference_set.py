@@ -22,7 +22,6 @@ Every cache file is written atomically (like the zoo's) under :func:`accuracy_ca
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -34,10 +33,10 @@ import numpy as np
 
 from tuner.errors import InputError, ModelError
 from tuner.models.feeds import Feed, make_array, resolve_feeds
-from tuner.models.precision import _describe_feeds, file_sha256
+from tuner.models.precision import feeds_record, file_sha256
 from tuner.models.signature import ModelInput
 from tuner.models.zoo import _atomic_write, default_cache_dir
-from tuner.text import first_line
+from tuner.text import first_line, json_digest
 
 #: samples in a reference set made from the workload's own inputs (no data file)
 DEFAULT_SAMPLES = 64
@@ -50,11 +49,6 @@ CACHE_VERSION = 1
 def accuracy_cache_dir() -> Path:
     """``<zoo cache>/accuracy``: reference sets, reference outputs and guard results."""
     return default_cache_dir() / "accuracy"
-
-
-def digest(content: Any) -> str:
-    """The sha256 hex digest of ``content``'s canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
@@ -171,11 +165,11 @@ def build_reference_set(
         raise InputError(f"accuracy.data: {data} holds no samples")
     label_values = _labels(labels, available, count) if labels is not None else None
     set_feeds = [_with_samples(feed, count) for feed in feeds]
-    key = digest(
+    key = json_digest(
         {
             "version": CACHE_VERSION,
             "inputs": [
-                {**entry, "axis": f.batch_axis} for f, entry in zip(set_feeds, _describe_feeds(set_feeds), strict=True)
+                {**entry, "axis": f.batch_axis} for f, entry in zip(set_feeds, feeds_record(set_feeds), strict=True)
             ],
             "samples": count,
             "seed": seed,
@@ -291,7 +285,7 @@ def reference_outputs(
 ) -> ReferenceOutputs:
     """The fp32 outputs of ``reference`` through the original ``model`` (see the module docstring), cached."""
     runtime = _runtime(model)
-    key = digest(
+    key = json_digest(
         {
             "version": CACHE_VERSION,
             "model": file_sha256(model),
@@ -456,4 +450,4 @@ def _openvino_fp32(
 def guard_result_path(key: Mapping[str, Any], versions: Mapping[str, Any], cache_dir: Path | None = None) -> Path:
     """Where the guard's metrics of one (model, backend, options, reference) and runtime versions are cached."""
     directory = Path(cache_dir) if cache_dir is not None else accuracy_cache_dir()
-    return directory / f"guard-{digest({'key': dict(key), 'versions': dict(versions)})[:32]}.json"
+    return directory / f"guard-{json_digest({'key': dict(key), 'versions': dict(versions)})[:32]}.json"
