@@ -331,3 +331,18 @@ def test_mount_helpers_leave_no_mount_behind(tmp_path: Path) -> None:
     _run_on_mount(tmp_path, "mount -t tmpfs -o size=32k tmpfs {dir}", "--help")
     mounts = Path("/proc/self/mounts").read_text()
     assert str(tmp_path) not in mounts
+
+
+def test_an_interrupt_python_dropped_still_stops_the_running_child() -> None:
+    """A Ctrl-C raised inside an at-fork hook is printed and dropped by Python; the flag the handler set makes
+    the watcher stop the trial at its next poll, killing the child."""
+    import sys
+
+    from tuner.measurement.process import INTERRUPTED, run_process
+
+    INTERRUPTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_process([sys.executable, "-c", "import time; time.sleep(60)"], timeout_s=120)
+    finally:
+        INTERRUPTED.clear()

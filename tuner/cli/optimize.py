@@ -48,8 +48,12 @@ def optimize(
     spec = workload_spec(workload, shape, value)
     if sampler:
         spec = _with_sampler(spec, sampler)
+    from tuner.measurement.process import interrupt
+
     progress = _Progress()
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops like Ctrl-C: the study stays resumable
+    # `kill PID` stops like Ctrl-C (the study stays resumable); both also stop a trial whose launch swallowed them
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         with progress:
             result = run_optimize(
@@ -71,6 +75,7 @@ def optimize(
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     import optuna
 
     from tuner.config.storage_url import resolve_storage_url
@@ -88,10 +93,6 @@ def optimize(
 
     err_console.print(f"stopped: {result.stop_reason}")
     render_report(out_console, report, top=top)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _with_sampler(spec: Any, sampler: str) -> Any:

@@ -126,6 +126,19 @@ class ProcessOutcome:
 
 
 LineSink = Callable[[bytes, "TreeWatcher"], None]
+
+#: set by a SIGINT/SIGTERM handler that raised KeyboardInterrupt (the CLI's, :func:`interrupt`): Python prints
+#: and drops an exception raised inside an at-fork hook (logging's runs in every fork, so a Ctrl-C landing
+#: while a trial child is launched was lost); :func:`run_process` raises it again at its next poll
+INTERRUPTED = threading.Event()
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """A signal handler: remember the interrupt (:data:`INTERRUPTED`) and raise KeyboardInterrupt."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 OUTPUT_KEEP_BYTES = 1 << 20
 
 
@@ -206,6 +219,8 @@ def run_process(
     cpu_seen = 0.0
     try:
         while True:
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             usage = _reap(proc, block=False)
             if proc.returncode is not None:
                 break
