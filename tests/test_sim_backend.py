@@ -8,13 +8,15 @@ long -- is checked exactly on any machine; one slow-marked check runs it on the 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
 
-import psutil
 import pytest
 from _wait import wait_until
 
@@ -172,17 +174,30 @@ def test_noise_is_mean_one_with_the_asked_relative_sd() -> None:
 
 
 # ------------------------------------------------------------------------------------------ instances
+_MEMORY_PROBE = """
+import json, psutil
+from tuner.backends.base import RuntimeConfig
+from tuner.backends.sim import SimBackend
+proc = psutil.Process()
+backend = SimBackend(None, {"noise": 0.0, "load_ms": 0.0, "memory_mb_per_runtime": 64})
+before = proc.memory_info().rss
+instances = [backend.open(RuntimeConfig(index=i)) for i in range(2)]
+opened = proc.memory_info().rss
+for inst in instances:
+    inst.close()
+closed = proc.memory_info().rss
+print(json.dumps({"grown_mb": (opened - before) / 2**20, "freed_mb": (opened - closed) / 2**20}))
+"""
+
+
 def test_memory_is_really_allocated_per_instance() -> None:
-    proc = psutil.Process()
-    backend = SimBackend(None, {**QUIET, "memory_mb_per_runtime": 64})
-    before = proc.memory_info().rss
-    instances = [backend.open(RuntimeConfig(index=i)) for i in range(2)]
-    grown_mb = (proc.memory_info().rss - before) / 2**20
-    assert 0.9 * 128 <= grown_mb <= 1.5 * 128
-    for inst in instances:
-        inst.close()
-    freed_mb = (before + grown_mb * 2**20 - proc.memory_info().rss) / 2**20
-    assert freed_mb >= 0.9 * 128
+    # in a fresh process: in a test worker, what earlier tests loaded (allocators that keep
+    # freed large blocks, their threads) moves the RSS: in CI the freed 128 MB once read as 0 (not reproduced alone)
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rss = json.loads(done.stdout)
+    assert 0.9 * 128 <= rss["grown_mb"] <= 1.5 * 128
+    assert rss["freed_mb"] >= 0.9 * 128
 
 
 def test_infer_blocks_for_the_modelled_time() -> None:
