@@ -217,3 +217,42 @@ def test_optuna_knee_sampler_is_reproducible_for_a_seed() -> None:
     ]
     assert first[: len(plan)] == plan
     assert len(first) > len(plan)
+
+
+#: ResNet-50 on this project's 2-core VM (images/s, rounded means of three studies): one thread per
+#: instance and two in flight (pool 2, or pool 1 with 2 requests per sync) is the plateau; pool 1 x 2
+#: threads sits at ~0.92 of it, at the edge of a 10 % band; 2 x 2 threads oversubscribe the 2 cores and are
+#: pruned (None: no throughput)
+VM_RESNET50: dict[tuple[int, int, int], dict[int, float | None]] = {
+    (1, 1, 1): {1: 27.0, 2: 27.5, 4: 27.0},
+    (1, 1, 2): {1: 50.0, 2: 50.6, 4: 49.0},
+    (1, 2, 1): {1: 48.9, 2: 49.8, 4: 49.0},
+    (1, 2, 2): {1: 43.0, 2: 45.7, 4: 44.5},
+    (2, 1, 1): {1: 53.0, 2: 52.9, 4: 51.4},
+    (2, 1, 2): {1: 51.0, 2: 50.5, 4: 48.4},
+    (2, 2, 1): {1: None, 2: None, 4: None},
+    (2, 2, 2): {1: None, 2: None, 4: None},
+}
+VM_GRID = {"pool_size": [1, 2], "threads": [1, 2], "requests_per_sync": [1, 2], "batch_size": [1, 2, 4]}
+
+
+def vm_resnet50(params: Mapping[str, Any]) -> float | None:
+    return VM_RESNET50[(params["pool_size"], params["threads"], params["requests_per_sync"])][params["batch_size"]]
+
+
+def test_every_config_between_the_noisy_knee_and_the_clearly_good_one_is_measured() -> None:
+    # read from single measurements the knee is pool 1 x 2 threads (48.9 >= 0.9 x 53), but 8 % below the
+    # plateau it may as well be out of the band on the next run; the cheapest config clearly in it (within
+    # 5 % of 53) is pool 2 x 1 thread (2 in flight, 1 thread). Every config costing from (1, 2) to (2, 1) --
+    # the three ways to keep 2 samples in flight on 1 thread -- is measured before the planner hands over,
+    # so the decision after the search can choose between them on every run
+    observations = drive(KneePlanner(VM_GRID, {}, TOLERANCE), vm_resnet50)
+    measured = {config_key(o.params) for o in observations}
+    for cfg in (
+        {"pool_size": 1, "threads": 2, "requests_per_sync": 1, "batch_size": 1},
+        {"pool_size": 1, "threads": 1, "requests_per_sync": 2, "batch_size": 1},
+        {"pool_size": 1, "threads": 1, "requests_per_sync": 1, "batch_size": 2},
+        {"pool_size": 2, "threads": 1, "requests_per_sync": 1, "batch_size": 1},
+    ):
+        assert config_key(cfg) in measured, cfg
+    assert len(observations) < 12  # the study's budget in workloads/resnet50.yaml

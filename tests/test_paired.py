@@ -191,3 +191,47 @@ def test_configs_of_equal_cost_are_chosen_in_the_params_order_not_by_their_noise
         decision = paired_decision(rounds, params, tolerance=0.10)
         assert decision.ratios[lead].mean > decision.ratios["b2" if lead == "r2" else "r2"].mean
         assert decision.knee == "r2"
+
+
+def test_a_lucky_tight_pair_cannot_prove_more_than_the_rounds_noise_allows() -> None:
+    # log qps in 4 rounds: ref 0; x ln 0.915 every round (its own ratio never moves); y ln 0.97 +- 0.04
+    # (+, -, +, -). The additive model's config means are 0, ln 0.915, ln 0.97 and its round effects +-0.04/3,
+    # so the residuals are -+a/3 (ref), -+a/3 (x), +-2a/3 (y) with a = 0.04: SS = 4 (1 + 1 + 4) a^2 / 9 over
+    # (3 - 1)(4 - 1) = 6 degrees of freedom, s = 2a/3 = 0.026667, and the pooled standard error of a mean of
+    # 4 log ratios is sqrt(2 s^2 / 4) = 0.018856.
+    # x: its own spread is 0 (alone it would be proven at P = 1); pooled, t = (ln 0.915 - ln 0.9) / 0.018856
+    # = 0.8766, and F(0.8766; 6 dof) = 0.7928 (t table): not within 10 % at 95 %.
+    # y: its own spread, 0.04 sqrt(4/3) = 0.046188 (se 0.023094), is the larger: t = (ln 0.97 - ln 0.9) /
+    # 0.023094 = 3.2433 on 3 dof, F = 0.9761: y is the knee.
+    a = 0.04
+    signs = [1.0, -1.0, 1.0, -1.0]
+    qps = {
+        "ref": [100.0] * 4,
+        "x": [100.0 * 0.915] * 4,
+        "y": [100.0 * 0.97 * math.exp(a * s) for s in signs],
+    }
+    params = {"ref": {"pool_size": 3}, "x": {"pool_size": 1}, "y": {"pool_size": 2}}
+    result = paired_decision(qps, params, tolerance=0.10)
+    assert result.reference == "ref"
+    assert result.probabilities["x"] == pytest.approx(0.7928, abs=1e-4)
+    # its interval is the pooled one: ln 0.915 +- t(0.975, 6) 0.018856 = ln 0.915 +- 2.4469 x 0.018856
+    assert math.log(result.ratios["x"].high / 0.915) == pytest.approx(2.4469 * 0.018856, rel=1e-3)
+    assert result.probabilities["y"] == pytest.approx(0.9761, abs=1e-4)
+    assert result.knee == "y"
+    # alone with the reference, x's own (zero) spread and the pooled one agree: two configs leave the
+    # pooled residual the same as the pair's own, and both are 0
+    alone = paired_decision({"ref": qps["ref"], "x": qps["x"]}, params, tolerance=0.10)
+    assert alone.probabilities["x"] == 1.0 and alone.knee == "x"
+
+
+def test_with_two_configs_the_pooled_error_is_the_pairs_own() -> None:
+    # the additive model on two configs leaves residuals +-(d_i - mean d) / 2: s^2 = var(d) / 2, so
+    # sqrt(2 s^2 / n) is the pair's own standard error and nothing changes
+    ref = [100.0, 103.0, 98.0, 101.0, 99.0]
+    other = [91.0, 96.0, 90.0, 93.0, 89.0]
+    params = {"ref": {"pool_size": 2}, "other": {"pool_size": 1}}
+    result = paired_decision({"ref": ref, "other": other}, params, tolerance=0.10)
+    logs = [math.log(o / r) for o, r in zip(other, ref, strict=True)]
+    mean = sum(logs) / 5
+    se = math.sqrt(sum((x - mean) ** 2 for x in logs) / 4 / 5)
+    assert math.log(result.ratios["other"].low) == pytest.approx(mean - 2.7764 * se, abs=1e-4)  # t(0.975, 4)

@@ -8,8 +8,10 @@
 2. **Pin the knee.** With the plateau P from everything measured, the knee is the cheapest config with
    qps >= (1 - tolerance) P. qps does not fall when a resource *shrinks*, so a measured config under the
    threshold rules out every config it dominates (no more of any resource, same other axes). The planner
-   measures the costliest config cheaper than the knee that is not yet ruled out, until none is left,
-   then one costlier neighbour of the knee so that the knee is confirmed.
+   measures the costliest config cheaper than the knee that is not yet ruled out, until none is left;
+   then, cheapest first, every config costing no less than the knee and no more than the cheapest config
+   clearly in the band (qps >= (1 - tolerance / 2) P), since single measurements put the knee anywhere
+   in between; then one costlier neighbour of the knee so that the knee is confirmed.
 3. **Explore.** The remaining budget measures the unmeasured neighbours of the knee and of the best
    config (one grid step along each axis), then unmeasured configs at random (seeded); only a space
    that cannot be enumerated (a float range without a step) falls back to TPE.
@@ -184,6 +186,15 @@ class KneePlanner:
             candidates.append(cfg)
         if candidates:
             return max(candidates, key=config_cost)
+        # the knee above is read from single noisy measurements: every config it could be once the noise is
+        # allowed for -- costing no less than it and no more than the cheapest config clearly in the band
+        # (within half the tolerance of the plateau) -- is measured too, cheapest first, so the decision
+        # after the search chooses between the same configs on every run (no domination rule here: it
+        # reads the same noisy numbers, and more threads in flight can be slower on a small host)
+        clear_cost = min(config_cost(cfg) for cfg, q in measured if q >= (1 - self.tolerance / 2) * plateau)
+        uncertain = [cfg for cfg in self._configs() if not visited(cfg) and knee_cost <= config_cost(cfg) <= clear_cost]
+        if uncertain:
+            return min(uncertain, key=lambda cfg: (config_cost(cfg), config_key(cfg)))
         # confirmation: one measured config costlier than the knee
         if not any(config_cost(cfg) > knee_cost for cfg, _ in measured):
             for axis in self.order:
