@@ -407,3 +407,64 @@ def test_an_npu_command_pool_larger_than_the_cores_is_measured_not_pruned(tmp_pa
     assert max(measured) > usable_cores() and max(measured) >= 8, measured
     report = json.loads(proc.stdout)
     assert report["skipped"] == []
+
+
+THREADS_PROGRAM = """\
+import json, sys
+threads = int(sys.argv[1])
+print(json.dumps({"qps": 100.0 * threads}))  # a program that scales with its threads
+"""
+
+THREADS_WORKLOAD = """\
+name: scaling
+workload:
+  kind: command
+  command: ["{{python}}", prog.py, "{{threads}}"]
+  parse: json
+  host_threads: "{{threads}} * {per_thread}"
+search:
+  threads: [1, 2]
+objectives:
+  - qps: maximize
+study:
+  sampler: grid
+  trials: 2
+  trial_timeout_s: 60
+  storage: scaling.db
+"""
+
+
+def test_the_edge_rule_does_not_ask_for_threads_the_host_rules_would_skip(tmp_path: Path) -> None:
+    # each thread keeps K host cores busy, K chosen so that 2 threads fit this host and 3 do not: the best
+    # (threads 2, +100 % over 1) is still rising at the top of the range, but extending it is not possible here
+    cores = usable_cores()
+    per_thread = cores // 2
+    if per_thread < 1 or 3 * per_thread <= cores:
+        pytest.skip(f"no whole number of cores per thread fits 2 threads but not 3 in {cores} cores")
+    (tmp_path / "prog.py").write_text(THREADS_PROGRAM)
+    path = tmp_path / "scaling.yaml"
+    path.write_text(THREADS_WORKLOAD.format(per_thread=per_thread))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner", "optimize", str(path), "--no-confirm", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    knee = json.loads(proc.stdout)["knee"]
+    assert knee["params"]["threads"] == 2
+    assert knee["extend"] == []
+    assert "extend threads" not in knee["reason"]
+    assert "still rising at threads 2, but this host's rules skip one more step (oversubscribed: " in knee["reason"]
+    storage = f"sqlite:///{tmp_path / 'scaling.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    limits = optuna.load_study(study_name=summary.study_name, storage=storage).user_attrs["edge_limits"]
+    assert [item["params"]["threads"] for item in limits] == [3]
+    assert limits[0]["reason"].startswith(f"oversubscribed: {3 * per_thread} host threads")
+    # a later `tuner report` (no rules at hand: it reads the stored limits) says the same
+    report = subprocess.run(
+        [sys.executable, "-m", "tuner", "report", storage, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert json.loads(report.stdout)["knee"]["reason"] == knee["reason"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -527,3 +527,29 @@ def test_a_single_window_per_trial_is_nothing_to_resample() -> None:
         for i, (p, q) in enumerate([(1, 500.0), (2, 950.0), (3, 1000.0)])
     ]
     assert find_knee(trials).confidence is None
+
+
+def test_a_next_step_the_hosts_rules_skip_is_a_hard_edge() -> None:
+    trials = table("threads", [1, 2], [100, 190])  # +90 % on the last step: still rising at threads 2
+    asked: list[dict[str, object]] = []
+
+    def blocked(params: Mapping[str, object]) -> str | None:
+        asked.append(dict(params))
+        return "oversubscribed: 3 host threads > 2 usable cores" if params["threads"] == 3 else None
+
+    result = find_knee(trials, blocked=blocked)
+    assert asked == [{"threads": 3}]  # one more step of the last step's size, the other axes as the best's
+    assert result.edge == () and result.confirmed is False  # nothing costlier was measured: not confirmed yet
+    assert result.limited == (("threads", 2, "oversubscribed: 3 host threads > 2 usable cores"),)
+    assert "extend" not in result.reason
+    assert result.reason.endswith(
+        "still rising at threads 2, but this host's rules skip one more step "
+        "(oversubscribed: 3 host threads > 2 usable cores)"
+    )
+    # with a costlier config measured the knee is confirmed: the edge is the host's, not the range's
+    costlier = [*table("pool_size", [1, 2, 3, 4, 5, 6], [200, 400, 600, 800, 900, 990])]
+    stopped = find_knee(costlier, blocked=lambda p: "no" if p["pool_size"] == 7 else None)
+    assert stopped.confirmed and stopped.edge == () and stopped.limited == (("pool_size", 6, "no"),)
+    # a step the rules allow is still one to extend
+    free = find_knee(costlier, blocked=lambda p: None)
+    assert free.edge == (("pool_size", 6),) and not free.confirmed and free.limited == ()

@@ -183,6 +183,20 @@ def qps_of(trial: Any) -> float | None:
 RATE_METRICS: tuple[str, ...] = ("qps", "server_qps", "offline_qps")
 
 
+#: the study attribute holding the next steps beyond the measured range that this host's validity rules skip,
+#: ``[{"params", "reason"}]``: written by the study loop after a run, read by the report's edge rule
+EDGE_LIMITS = "edge_limits"
+
+
+def edge_limits_of(study_attrs: Mapping[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """The study's ``edge_limits`` as ``(params, reason)`` pairs; empty when absent."""
+    return [
+        (dict(item["params"]), str(item["reason"]))
+        for item in study_attrs.get(EDGE_LIMITS) or []
+        if isinstance(item, Mapping) and isinstance(item.get("params"), Mapping) and item.get("reason")
+    ]
+
+
 def rate_metric_of(study_attrs: Mapping[str, Any]) -> str:
     """The study's rate metric from its user attributes (``rate_metric``, written at creation); ``qps`` for
     a study made before ``load:`` existed, or an unknown value."""

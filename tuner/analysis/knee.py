@@ -16,7 +16,7 @@ Pure functions over plain frozen records; no I/O. Definitions (``DESIGN.md``, "T
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,9 @@ class KneeResult:
 
     ``edge`` names, as ``(axis, value)`` pairs, the axes on which the best configuration is the costliest
     measured one and still rising (the search should extend ``axis`` beyond ``value``); empty otherwise.
-    When it is not empty the knee is not confirmed and ``reason`` says so.
+    When it is not empty the knee is not confirmed and ``reason`` says so. ``limited`` names, as
+    ``(axis, value, reason)``, the axes where the best is still rising but one more step is a config this
+    host's validity rules skip (``blocked`` of :func:`find_knee`): a hard edge, said in ``reason``.
     """
 
     tolerance: float
@@ -85,6 +87,11 @@ class KneeResult:
     confidence: float | None
     reason: str
     edge: tuple[tuple[str, Any], ...] = ()
+    limited: tuple[tuple[str, Any, str], ...] = ()
+
+
+#: params -> why this host would skip that config (a validity rule's reason), or None
+Blocked = Callable[[Mapping[str, Any]], str | None]
 
 
 # ----------------------------------------------------------------------------------------------- cost
@@ -310,9 +317,12 @@ def _edge(
     knee: _Config,
     plateau: float,
     tolerance: float,
-) -> tuple[tuple[str, Any], ...]:
-    """The axes on which ``best`` is still rising at the edge of the measured range (see :func:`find_knee`)."""
+    blocked: Blocked | None = None,
+) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any, str], ...]]:
+    """The axes on which ``best`` is still rising at the edge of the measured range, and those of them where
+    the next step is a config ``blocked`` says this host skips (see :func:`find_knee`)."""
     out = []
+    limited = []
     for axis in _edge_axes(best.record.params):
         value = finite_or_none(best.record.params[axis])
         assert value is not None
@@ -346,8 +356,14 @@ def _edge(
         # the knee is at risk if it is the best itself, or if one more step with the same gain would lift
         # the threshold above it
         if knee is best or knee.qps < (1.0 - tolerance) * plateau * (1.0 + gain) * (1.0 - _EPS):
-            out.append((axis, best.record.params[axis]))
-    return tuple(out)
+            # one more step of the same size: a config the host's rules skip is a hard edge, nothing to extend
+            raw, step = best.record.params[axis], best.record.params[axis] - below.record.params[axis]
+            why = blocked({**best.record.params, axis: raw + step}) if blocked is not None else None
+            if why:
+                limited.append((axis, raw, why))
+            else:
+                out.append((axis, raw))
+    return tuple(out), tuple(limited)
 
 
 def _ci_end(config: _Config, name: str) -> float:
@@ -369,6 +385,7 @@ def find_knee(
     bootstrap: int = 200,
     seed: int = 0,
     rate_name: str = "qps",
+    blocked: Blocked | None = None,
 ) -> KneeResult:
     """Find the saturation knee of a study.
 
@@ -414,9 +431,13 @@ def find_knee(
     (The second condition keeps a knee whose margin over the threshold already absorbs another such step:
     the Ascend JPEG decode table, 3 -> 4 threads gaining 5.3 %, keeps its confirmed knee at 3 threads.)
     A larger value on that axis (every other parameter equal) that was tried and was infeasible makes the
-    edge a hard one, and the rule does not apply. ``edge`` lists the axes with the best's value;
-    ``reason`` reads "still rising at the edge of the range: extend AXIS beyond VALUE" (after the
-    "saturation not reached yet" sentence when no costlier configuration was measured either).
+    edge a hard one, and the rule does not apply. So does one more step of the same size (``value + (value -
+    below)``, every other parameter equal) that ``blocked`` -- the host's validity rules, given by the
+    caller -- says would be skipped: threads 2 to 3 on a 2-core host that prunes oversubscribed configs is
+    nothing to extend; such axes are in ``limited`` with the rule's reason, and ``reason`` says so.
+    ``edge`` lists the axes with the best's value; ``reason`` reads "still rising at the edge of the range:
+    extend AXIS beyond VALUE" (after the "saturation not reached yet" sentence when no costlier
+    configuration was measured either).
 
     **Confidence.** ``bootstrap`` replicates: in each, every configuration's windows are resampled with
     replacement (where a trial has fewer than two windows, its repeats' ``qps_runs``; a configuration
@@ -458,7 +479,7 @@ def find_knee(
         _, picks = _choose(replicas, stderr, tolerance)
         confidence = float(np.mean(picks == k))
 
-    edge = _edge(trials, configs, best, knee, plateau_qps, tolerance)
+    edge, limited = _edge(trials, configs, best, knee, plateau_qps, tolerance, blocked)
 
     pct = f"{tolerance:.0%}" if round(tolerance * 100, 6).is_integer() else f"{tolerance:.1%}"
     where = _describe(knee.record.params)
@@ -481,6 +502,8 @@ def find_knee(
         )
         if edge:
             reason += f"; {rising}"
+    for axis, value, why in limited:
+        reason += f"; still rising at {axis} {value}, but this host's rules skip one more step ({why})"
     return KneeResult(
         tolerance=tolerance,
         plateau_qps=plateau_qps,
@@ -490,4 +513,5 @@ def find_knee(
         confidence=confidence,
         reason=reason,
         edge=edge,
+        limited=limited,
     )

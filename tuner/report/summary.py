@@ -23,7 +23,15 @@ from tuner.search.space import config_key
 from tuner.study.confirm import confirmation_rounds
 from tuner.study.ledger import closed_loop_view, trial_records
 from tuner.text import format_params
-from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, qps_of, rate_metric_of
+from tuner.trial_attrs import (
+    config_of,
+    edge_limits_of,
+    failure_of,
+    is_duplicate,
+    is_feasible,
+    qps_of,
+    rate_metric_of,
+)
 
 #: metrics shown in a record (the rest stay in the storage)
 _SHOWN = (*METRICS, "qps_runs", "qps_spread", "qps_raw", "drift_factor")
@@ -66,7 +74,15 @@ def study_report(
         if drift_doc["corrected"]:
             # measure.drift_correction: the analysis reads qps as if measured when the reference first was
             records = normalise_records(records, series)
-    knee = find_knee(records, tolerance, bootstrap=bootstrap, rate_name=rate)
+    # the next steps beyond the range this host's rules skip (stored by the study loop): hard edges
+    limits = {config_key(params): reason for params, reason in edge_limits_of(attrs)}
+    knee = find_knee(
+        records,
+        tolerance,
+        bootstrap=bootstrap,
+        rate_name=rate,
+        blocked=(lambda params: limits.get(config_key(params))) if limits else None,
+    )
     counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "duplicates": 0, "confirmation": 0, "drift": 0}
     failed = []
     skipped = []

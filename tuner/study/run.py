@@ -31,7 +31,7 @@ from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StorageError, StudyError
 from tuner.execution.runner import resolve_model_path
 from tuner.platform import usable_cores
-from tuner.search.rules import HostThreads, RuleContext
+from tuner.search.rules import HostThreads, RuleContext, skip_reason
 from tuner.search.samplers import make_sampler
 from tuner.search.space import distributions, grid_size
 from tuner.study import spool
@@ -41,7 +41,16 @@ from tuner.study.ledger import fail_stale_trials, study_progress, trial_records
 from tuner.study.objective import TrialAttempt, TrialFailedError, TrialSettings, root_message
 from tuner.study.storage import is_storage_error, open_storage, redact, scrub, storage_errors
 from tuner.study.studies import open_study, worker_identity
-from tuner.trial_attrs import config_of, failure_of, is_duplicate, is_feasible, is_measured, is_yield, rate_of
+from tuner.trial_attrs import (
+    EDGE_LIMITS,
+    config_of,
+    failure_of,
+    is_duplicate,
+    is_feasible,
+    is_measured,
+    is_yield,
+    rate_of,
+)
 
 EventSink = Callable[[dict[str, Any]], None]
 WAIT_POLL_S = 0.5  # how often a worker whose budget is in flight elsewhere looks again
@@ -167,12 +176,14 @@ class StudyRun:
                 break
             self.remeasure_drift_reference(study, settings)
         confirmation = self.confirm(study, settings)
+        with storage_errors("lost the study storage", self.url):
+            knee = self._final_knee(study, settings.rules)
         return OptimizeResult(
             study_name=study.study_name,
             storage=redact(self.url),
             stop_reason=reason,
             measured=self.measured,
-            knee=self._knee(study),
+            knee=knee,
             new_trials=self.new_trials,
             confirmation=confirmation,
             drift_trials=self.drift_trials,
@@ -407,6 +418,24 @@ class StudyRun:
     def _knee(self, study: optuna.Study) -> KneeResult:
         records = trial_records(study.get_trials(deepcopy=False), rate=self.rate)
         return find_knee(records, self.spec.knee.tolerance, bootstrap=0)
+
+    def _final_knee(self, study: optuna.Study, rules: RuleContext) -> KneeResult:
+        """The knee after the run, its edge rule told which next steps this host's rules skip; those steps are
+        stored on the study (``edge_limits``: ``[{"params", "reason"}]``) for the report, which cannot ask the
+        rules (they need the backend and this host)."""
+        asked: list[dict[str, Any]] = []
+
+        def blocked(params: Mapping[str, Any]) -> str | None:
+            reason = skip_reason(params, rules)
+            if reason:
+                asked.append({"params": dict(params), "reason": reason})
+            return reason
+
+        records = trial_records(study.get_trials(deepcopy=False), rate=self.rate)
+        knee = find_knee(records, self.spec.knee.tolerance, bootstrap=0, blocked=blocked)
+        if asked or study.user_attrs.get(EDGE_LIMITS):
+            study.set_user_attr(EDGE_LIMITS, asked)
+        return knee
 
 
 def _cause(failure: str) -> str:
