@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tuner.analysis.intervals import batch_means, t_interval, t_quantile, windows_interval
+from tuner.analysis.intervals import batch_means, dunnett_quantile, t_interval, t_quantile, windows_interval
 from tuner.config.spec import load_spec
 from tuner.execution.runner import measure_config
 from tuner.measurement.process import Failure
@@ -312,3 +312,31 @@ def test_tables_show_qps_plus_minus_the_half_width() -> None:
     assert qps_pm({"qps": 18.0, "qps_ci_low": math.nan, "qps_ci_high": math.nan}) == "18 ± -"
     assert qps_pm({"qps": 18.0}) == "18 ± -"  # a trial stored before intervals existed
     assert qps_pm({}) == "-"
+
+
+@pytest.mark.parametrize(
+    ("comparisons", "dof", "table"),
+    [
+        # one-sided Dunnett critical values at 95 % (Dunnett 1955, Table 1a; Hochberg & Tamhane 1987, Table 4)
+        (2, 5, 2.44),
+        (3, 10, 2.34),
+        (4, 20, 2.30),
+        (3, math.inf, 2.06),
+        (9, 20, 2.60),
+        (9, 10, 2.81),
+        (5, 20, 2.39),
+        # one comparison is the one-sided t quantile (t tables): t(0.95; 1) = 6.314, t(0.95; 9) = 1.833
+        (1, 1, 6.314),
+        (1, 9, 1.833),
+        (1, math.inf, 1.645),
+    ],
+)
+def test_dunnett_quantile_matches_the_published_tables(comparisons: int, dof: float, table: float) -> None:
+    assert dunnett_quantile(comparisons, dof) == pytest.approx(table, abs=0.006)
+
+
+def test_dunnett_quantile_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="comparisons"):
+        dunnett_quantile(0, 5)
+    with pytest.raises(ValueError, match="confidence"):
+        dunnett_quantile(2, 5, 1.0)

@@ -235,3 +235,35 @@ def test_with_two_configs_the_pooled_error_is_the_pairs_own() -> None:
     mean = sum(logs) / 5
     se = math.sqrt(sum((x - mean) ** 2 for x in logs) / 4 / 5)
     assert math.log(result.ratios["other"].low) == pytest.approx(mean - 2.7764 * se, abs=1e-4)  # t(0.975, 4)
+
+
+def test_the_tie_set_is_hsus_comparison_with_the_best_not_one_pairs_interval() -> None:
+    # log qps in 4 rounds: ref 0; x -0.0463 every round (ratio 0.9548); y and z ln 0.6 +- a in opposite
+    # phase (a = 0.03), so the rounds' effects are 0 and the residuals are 0 (ref, x) and +-a (y, z):
+    # SS = 8 a^2 over (4 - 1)(4 - 1) = 9 degrees of freedom, s^2 = 8 a^2 / 9, and the pooled standard error
+    # of a mean of 4 log ratios is sqrt(2 s^2 / 4) = 2a/3 = 0.02 (x's own spread is 0, so the pooled one).
+    # One pair's two-sided interval: -0.0463 + t(0.975, 9) 0.02 = -0.0463 + 2.262 x 0.02 = -0.0011 < 0: x
+    # would be "worse than the reference". But the reference is the highest of 4 means and x is one of 3
+    # compared with it: the one-sided Dunnett value for 3 comparisons on 9 degrees of freedom is 2.37
+    # (Dunnett's table), -0.0463 + 2.37 x 0.02 = +0.0011 >= 0: x could be the best, it is in the tie set
+    a = 0.03
+    signs = [1.0, -1.0, 1.0, -1.0]
+    qps = {
+        "ref": [100.0] * 4,
+        "x": [100.0 * math.exp(-0.0463)] * 4,
+        "y": [60.0 * math.exp(a * s) for s in signs],
+        "z": [60.0 * math.exp(-a * s) for s in signs],
+    }
+    params = {"ref": {"pool_size": 4}, "x": {"pool_size": 3}, "y": {"pool_size": 2}, "z": {"pool_size": 1}}
+    result = paired_decision(qps, params, tolerance=0.10)
+    assert result.reference == "ref"
+    assert result.ratios["x"].high < 1.0  # the pair's own two-sided interval stays below 1
+    assert math.log(result.ratios["x"].high) == pytest.approx(-0.0463 + 2.2622 * 0.02, abs=2e-4)
+    assert math.log(result.tie_bounds["x"]) == pytest.approx(-0.0463 + 2.3721 * 0.02, abs=2e-4)
+    assert result.tie_set == ("x", "ref") and result.best == "x"
+    assert "y" not in result.tie_set and "z" not in result.tie_set
+    assert result.tie_bounds["ref"] == 1.0
+    # with only x and the reference (one comparison) the bound is one-sided t(0.95): tighter than the pair's
+    # two-sided interval, and x's own spread of 0 leaves nothing to reach 1 with
+    alone = paired_decision({"ref": qps["ref"], "x": qps["x"]}, params, tolerance=0.10)
+    assert alone.tie_set == ("ref",)

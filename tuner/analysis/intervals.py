@@ -125,3 +125,53 @@ def t_probability_of(mean: float, stderr: float, dof: int, bound: float) -> floa
     if stderr == 0.0:
         return 1.0 if mean >= bound else 0.0
     return float(_student_t().stdtr(dof, (mean - bound) / stderr))
+
+
+@functools.cache
+def dunnett_quantile(comparisons: int, dof: float, confidence: float = CONFIDENCE) -> float:
+    """The one-sided many-to-one critical value: ``P(max_j T_j <= d) = confidence`` for ``comparisons``
+    Student-t statistics with ``dof`` degrees of freedom (``math.inf``: normal) and correlation 1/2 between
+    any two -- the differences of several means from one common mean, as in Dunnett's test and Hsu's
+    multiple comparisons with the best (MCB). One comparison is the one-sided t quantile.
+
+    Computed as ``E_s[E_U[Phi(sqrt(2) d s - U)^k]]`` (``U`` standard normal, ``s = sqrt(chi2_dof / dof)``):
+    Gauss-Hermite over ``U``, scipy's adaptive quadrature over ``s``, bisection over ``d``; cached.
+    """
+    if comparisons < 1:
+        raise ValueError(f"comparisons must be >= 1, got {comparisons!r}")
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1), got {confidence!r}")
+    special = _student_t()
+    if comparisons == 1 and math.isfinite(dof):
+        return float(special.stdtrit(dof, confidence))
+    with warnings.catch_warnings():
+        from scipy import integrate
+
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(96)
+    weights = weights / weights.sum()
+
+    def given_s(x: float) -> float:  # P(max_j T_j <= x) once the variance estimate is fixed
+        return float(special.ndtr(x * math.sqrt(2.0) - nodes) ** comparisons @ weights)
+
+    if math.isinf(dof):
+        probability = given_s
+    else:
+        nu = float(dof)
+        log_norm = math.log(2.0) + (nu / 2.0) * math.log(nu / 2.0) - math.lgamma(nu / 2.0)
+
+        def density(s: float) -> float:  # of s = sqrt(chi2_nu / nu)
+            return math.exp(log_norm + (nu - 1.0) * math.log(s) - nu * s * s / 2.0) if s > 0.0 else 0.0
+
+        def probability(x: float) -> float:
+            return float(integrate.quad(lambda s: density(s) * given_s(x * s), 0.0, math.inf, limit=200)[0])
+
+    low, high = 0.0, 100.0
+    for _ in range(60):
+        mid = (low + high) / 2.0
+        if probability(mid) < confidence:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0

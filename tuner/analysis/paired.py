@@ -37,9 +37,14 @@ own spread. The additive model absorbs every round's common factor, so a drift s
   1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does. A member of the tie
   set qualifies too (it cannot be told from the plateau, so it is in the band): the knee is never costlier
   than the best, even when too few noisy rounds prove neither.
-* **tie set**: the configurations not significantly worse than the reference: the upper end of their
-  two-sided ``confidence`` interval is ``>= 1`` (the interval contains 1 or lies above it). **best** is
-  the cheapest member.
+* **tie set**: the configurations that could be the best, by Hsu's multiple comparisons with the best
+  (MCB; Gupta's subset selection): ``c`` is a member when ``mean(log r_c) + d * se_c >= 0``, ``d`` the
+  one-sided many-to-one critical value for ``C - 1`` comparisons at ``confidence``
+  (:func:`tuner.analysis.intervals.dunnett_quantile`, with ``se_c``'s degrees of freedom). The set then
+  holds the truly best configuration with that confidence. Why not each pair's two-sided interval reaching
+  1: the reference is *chosen* as the highest of ``C`` noisy means, and ``C - 1`` comparisons with it were
+  made, which a one-pair interval ignores. ``tie_bounds`` holds each configuration's upper bound
+  ``exp(mean + d se)``. **best** is the cheapest member.
 
 A configuration compared with the reference in fewer than two rounds has no interval (one ratio bounds
 nothing): it is neither the knee (unless it is the reference) nor in the tie set. A non-finite or
@@ -57,7 +62,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from tuner.analysis.intervals import CONFIDENCE, Interval, t_probability_of, t_quantile
+from tuner.analysis.intervals import CONFIDENCE, Interval, dunnett_quantile, t_probability_of, t_quantile
 from tuner.analysis.knee import DEFAULT_TOLERANCE, config_cost
 
 __all__ = ["PairedDecision", "paired_decision"]
@@ -73,9 +78,11 @@ class PairedDecision(Generic[K]):
     """What :func:`paired_decision` concluded.
 
     ``tie_set`` is in cost order, cheapest first. ``ratios`` holds every configuration's ratio to the
-    reference (geometric mean and interval; ``cv`` is the standard deviation of the log ratios, about the
-    relative spread of one round's ratio; NaN where it was never compared); ``probabilities`` the one-sided
-    probability that its ratio is ``>= 1 - tolerance`` (NaN without an interval).
+    reference (geometric mean and its two-sided interval; ``cv`` is the standard deviation of the log
+    ratios, about the relative spread of one round's ratio; NaN where it was never compared);
+    ``probabilities`` the one-sided probability that its ratio is ``>= 1 - tolerance`` (NaN without an
+    interval); ``tie_bounds`` the upper bound of its ratio that decides the tie set (1 for the reference,
+    NaN without an interval).
     """
 
     reference: K
@@ -85,6 +92,7 @@ class PairedDecision(Generic[K]):
     tie_set: tuple[K, ...]
     ratios: Mapping[K, Interval]
     probabilities: Mapping[K, float]
+    tie_bounds: Mapping[K, float]
     tolerance: float
     confidence: float
 
@@ -121,23 +129,25 @@ def _pooled_variance(logs: Mapping[Any, Sequence[float]]) -> tuple[float, int] |
 
 
 def _ratio_interval(
-    logs: Sequence[float], confidence: float, pooled: tuple[float, int] | None, bound: float
-) -> tuple[Interval, float]:
+    logs: Sequence[float], confidence: float, pooled: tuple[float, int] | None, bound: float, comparisons: int
+) -> tuple[Interval, float, float]:
     """The exponentiated Student-t interval of the mean of ``logs`` (log ratios of the rounds), with the
-    standard error of the module docstring, and the one-sided probability that the mean is ``>= bound``."""
+    standard error of the module docstring; the one-sided probability that the mean is ``>= bound``; and the
+    MCB upper bound of the ratio for ``comparisons`` comparisons with the best (the tie set's test)."""
     n = len(logs)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, math.nan, 0, confidence), math.nan
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0, confidence), math.nan, math.nan
     mean = math.fsum(logs) / n
     if n == 1:
-        return Interval(math.exp(mean), 0.0, math.inf, math.nan, 1, confidence), math.nan
+        return Interval(math.exp(mean), 0.0, math.inf, math.nan, 1, confidence), math.nan, math.nan
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / (n - 1))
     stderr, dof = sd / math.sqrt(n), n - 1
     if pooled is not None and math.sqrt(2.0 * pooled[0] / n) > stderr:
         stderr, dof = math.sqrt(2.0 * pooled[0] / n), pooled[1]
     half = t_quantile(confidence, dof) * stderr
     interval = Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), sd, n, confidence)
-    return interval, t_probability_of(mean, stderr, dof, bound)
+    tie_bound = math.exp(mean + dunnett_quantile(max(comparisons, 1), dof, confidence) * stderr)
+    return interval, t_probability_of(mean, stderr, dof, bound), tie_bound
 
 
 def paired_decision(
@@ -188,6 +198,7 @@ def paired_decision(
 
     ratios: dict[K, Interval] = {}
     probabilities: dict[K, float] = {}
+    tie_bounds: dict[K, float] = {}
     bound = math.log(1.0 - tolerance)
     ref_logs = logs[reference]
     pooled = _pooled_variance(logs)
@@ -196,13 +207,14 @@ def paired_decision(
             n = sum(1 for x in ref_logs if math.isfinite(x))
             ratios[k] = Interval(1.0, 1.0, 1.0, 0.0, n, confidence)
             probabilities[k] = 1.0
+            tie_bounds[k] = 1.0
             continue
         diffs = [a - b for a, b in zip(logs[k], ref_logs, strict=True) if math.isfinite(a) and math.isfinite(b)]
-        ratios[k], probabilities[k] = _ratio_interval(diffs, confidence, pooled, bound)
+        ratios[k], probabilities[k], tie_bounds[k] = _ratio_interval(diffs, confidence, pooled, bound, len(keys) - 1)
 
     # equal costs in the params' own order, not by the measured ratio: noise does not pick between them
     ranked = sorted(keys, key=lambda k: (cost(k), _canonical(params[k]), order[k]))
-    tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and ratios[k].high >= 1.0 - _EPS))
+    tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and tie_bounds[k] >= 1.0 - _EPS))
     # a member of the tie set cannot be told from the plateau, so it is in the tolerance band too: the knee is
     # never costlier than the best (few rounds of a noisy config may qualify neither way)
     knee = next(k for k in ranked if k in tie_set or probabilities[k] >= confidence)
@@ -214,6 +226,7 @@ def paired_decision(
         tie_set=tie_set,
         ratios=ratios,
         probabilities=probabilities,
+        tie_bounds=tie_bounds,
         tolerance=tolerance,
         confidence=confidence,
     )

@@ -235,7 +235,13 @@ def _confirmation(
             else {"number": None, "params": params[k], "metrics": {}}
         )
         ratio = decision.ratios[k]
-        return {**base, "paired_ratio": ratio.mean, "paired_ratio_low": ratio.low, "paired_ratio_high": ratio.high}
+        return {
+            **base,
+            "paired_ratio": ratio.mean,
+            "paired_ratio_low": ratio.low,
+            "paired_ratio_high": ratio.high,
+            "tie_bound": decision.tie_bounds[k],
+        }
 
     knee_ratio = decision.ratios[decision.knee]
     knee_reason = (
@@ -247,10 +253,11 @@ def _confirmation(
         f"{tolerance:.0%}) = {decision.knee_confidence:.2f}"
     )
     if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
-        # it qualified by the tie set (its interval reaches the reference), not by the probability
+        # it qualified by the tie set (it could be the best), not by the probability
         knee_reason += (
-            f", below {decision.confidence:.0%}: it stands as tied with the reference (its interval reaches 1); "
-            "more rounds (study.confirm.rounds) would tell"
+            f", below {decision.confidence:.0%}: it stands as tied with the reference (it could be the best: "
+            f"its ratio's upper bound against the best is {decision.tie_bounds[decision.knee]:.3f}); more rounds "
+            "(study.confirm.rounds) would tell"
         )
     return {
         "knee_reason": knee_reason,
