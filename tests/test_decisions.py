@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from tuner.analysis.knee import TrialRecord
 from tuner.config.spec import load_spec
+from tuner.errors import SpecError
 from tuner.execution.child import run_job
 from tuner.report.charts import study_figures
 from tuner.report.summary import study_report
@@ -318,3 +319,61 @@ def test_an_early_stopped_trial_counts_as_measured_and_settles_its_config() -> N
     )
     (t,) = study.get_trials()
     assert is_measured(t)
+
+
+# ------------------------------------------------------------------------------------ adaptive rounds
+
+REPLAY_PROGRAM = """\
+import json, sys
+from pathlib import Path
+pool = int(sys.argv[1])
+calls = Path(f"calls-{pool}.txt")
+n = int(calls.read_text()) if calls.exists() else 0
+calls.write_text(str(n + 1))
+SEQUENCES = {2: [100.0], 1: POOL_1}
+seq = SEQUENCES[pool]
+print(json.dumps({"qps": seq[n % len(seq)]}))
+"""
+
+
+def replay_workload(tmp_path: Path, pool_1: list[float], confirm: dict[str, Any]) -> Path:
+    """A command workload whose pool 1 replays ``pool_1`` call after call and pool 2 always gives 100 qps."""
+    (tmp_path / "replay.py").write_text(REPLAY_PROGRAM.replace("POOL_1", repr(pool_1)))
+    doc = {
+        "name": "replay",
+        "workload": {"kind": "command", "command": ["{python}", "replay.py", "{pool_size}"], "parse": "json"},
+        "search": {"pool_size": [1, 2]},
+        "objectives": [{"qps": "maximize"}],
+        "study": {"storage": "replay.db", "sampler": "grid", "trials": 2, "trial_timeout_s": 30, "confirm": confirm},
+    }
+    path = tmp_path / "replay.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_an_undecided_knee_gets_more_rounds_up_to_max_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pool 1 swings 95 / 70 / 99 / 72 ... against a steady 100: tied with the reference (its ratio's upper bound
+    # reaches 1) but far from proven within 10 % -- the knee stands only by the tie set, round after round
+    monkeypatch.chdir(tmp_path)
+    path = replay_workload(tmp_path, [95.0, 95.0, 70.0, 99.0, 72.0, 98.0, 71.0], {"rounds": 2, "max_rounds": 4})
+    events: list[dict[str, Any]] = []
+    result = optimize(load_spec(path), on_event=events.append)
+    assert result.confirmation["rounds"] == 4  # 2, then one at a time up to max_rounds
+    assert len(result.confirmation["extra_rounds"]) == 2
+    assert "stands only by the tie set: P(within 10%) = " in result.confirmation["extra_rounds"][0]
+    assert [e["round"] for e in events if e.get("event") == "confirm_more"] == [3, 4]
+    marks = [t.user_attrs["confirm"] for t in trials_of(path, result.study_name) if "confirm" in t.user_attrs]
+    assert sorted({m["round"] for m in marks}) == [0, 1, 2, 3] and len(marks) == 8  # both configs every round
+
+
+def test_a_decided_knee_gets_no_extra_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = replay_workload(tmp_path, [95.0], {"rounds": 2, "max_rounds": 4})  # 0.95 of the reference every round
+    result = optimize(load_spec(path))
+    assert result.confirmation["rounds"] == 2 and result.confirmation["extra_rounds"] == []
+
+
+def test_max_rounds_below_rounds_is_refused(tmp_path: Path) -> None:
+    path = replay_workload(tmp_path, [95.0], {"rounds": 3, "max_rounds": 2})
+    with pytest.raises(SpecError, match=r"max_rounds \(2\) must be >= rounds \(3\)"):
+        load_spec(path)

@@ -179,6 +179,8 @@ class _Progress:
                 f"confirming {len(event['configs'])} configs in {event['rounds']} interleaved rounds: "
                 + "; ".join(format_params(c, hide_ones=True) for c in event["configs"])
             )
+        elif name == "confirm_more":
+            err_console.print(f"  confirm round {event['round']} (up to {event['of']}): {event['reason']}")
         elif name == "confirm_trial":
             self.current = f"confirm round {event['round']}/{event['of']}: {format_params(event['params'])}"
             self._update("loading")

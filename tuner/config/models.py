@@ -196,10 +196,22 @@ class ConfirmSection(_Strict):
     """``study.confirm``: the paired confirmation round after the search (``rounds: 0`` skips it)."""
 
     rounds: int = Field(3, ge=0, le=100)
+    # more rounds, one at a time, while the knee is undecided (it stands by the tie set, not proven within
+    # the tolerance): a noisy run pays for them, a calm one does not (default: rounds, none extra)
+    max_rounds: int | None = Field(None, ge=1, le=100)
     max_configs: int = Field(4, ge=2, le=20)
     # the window length of the rounds' measurements (default measure.window_s): the rounds compare a config
     # with the reference measured minutes apart in another process, so more short rounds beat fewer long ones
     window_s: float | None = Field(None, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _most(self) -> ConfirmSection:
+        if self.max_rounds is not None and self.max_rounds < self.rounds:
+            raise ValueError(
+                f"max_rounds ({self.max_rounds}) must be >= rounds ({self.rounds}): the rounds after `rounds` are "
+                "measured only while the knee is undecided"
+            )
+        return self
 
 
 class DriftSection(_Strict):

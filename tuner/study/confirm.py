@@ -12,6 +12,9 @@ costs in the params' own order, so which configs fill the slots does not depend 
 fell -- then the configs whose interval reaches the plateau's (could be the best), nearest first; at most
 ``study.confirm.max_configs``, of which (from three on) one is kept for the plateau's nearest rival, so
 the tie set is decided between the configs that could be the best and not only among the cheap ones.
+After ``study.confirm.rounds`` rounds, one more is measured at a time, up to ``study.confirm.max_rounds``,
+while the knee is undecided (:func:`undecided`: it stands only by the tie set, not proven within the
+tolerance): a noisy run pays for the rounds it needs, a calm one for none.
 With ``study.confirm.window_s`` each round measures a fixed length (warm-up, then ``measure.stable_windows``
 windows of that length, no waiting for stability): more short rounds beat
 fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
@@ -36,12 +39,13 @@ from dataclasses import replace
 from typing import Any
 
 from tuner.analysis.knee import TrialRecord, config_cost, merge_repeats
+from tuner.analysis.paired import paired_decision
 from tuner.config.spec import Spec
 from tuner.search.space import config_key
 from tuner.study.extra_trials import measure_as_trial
 from tuner.study.ledger import trial_records
 from tuner.study.objective import TrialSettings
-from tuner.text import finite_or_none
+from tuner.text import finite_or_none, format_params
 from tuner.trial_attrs import rate_of
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -86,8 +90,12 @@ def candidates(records: Sequence[TrialRecord], tolerance: float, max_configs: in
     return chosen if len(chosen) >= 2 else []
 
 
-def run_confirmation(settings: TrialSettings, *, rounds: int, max_configs: int, seed: int) -> dict[str, Any]:
-    """Measure the candidates ``rounds`` times, interleaved; returns what was done (for the run's result)."""
+def run_confirmation(
+    settings: TrialSettings, *, rounds: int, max_configs: int, seed: int, max_rounds: int | None = None
+) -> dict[str, Any]:
+    """Measure the candidates ``rounds`` times, interleaved, then one more round at a time while the knee is
+    undecided (:func:`undecided`) and fewer than ``max_rounds`` were measured; returns what was done (for the
+    run's result, ``extra_rounds`` with the reasons)."""
     spec, study = settings.spec, settings.study
     rate = spec.model.load.rate_metric
     chosen = candidates(trial_records(study.get_trials(deepcopy=False), rate=rate), spec.knee.tolerance, max_configs)
@@ -100,16 +108,53 @@ def run_confirmation(settings: TrialSettings, *, rounds: int, max_configs: int, 
     configs = [dict(r.params) for r in chosen]
     settings.emit({"event": "confirm_start", "configs": configs, "rounds": rounds, "session": session})
     numbers: list[int] = []
-    for r in range(rounds):
+    most = max(rounds, max_rounds or rounds)
+    extra: list[str] = []
+    r = 0
+    while r < most:
+        if r >= rounds:
+            why = undecided(study.get_trials(deepcopy=False), session, spec.knee.tolerance, rate)
+            if why is None:
+                break
+            extra.append(why)
+            settings.emit({"event": "confirm_more", "round": r + 1, "of": most, "reason": why})
         order = list(range(len(configs)))
         rng.shuffle(order)
         for slot, i in enumerate(order):
             marks = {"confirm": {"session": session, "round": r, "slot": slot, "config": i}}
-            settings.emit({"event": "confirm_trial", "round": r + 1, "of": rounds, "params": configs[i]})
+            settings.emit(
+                {"event": "confirm_trial", "round": r + 1, "of": rounds if r < rounds else most, "params": configs[i]}
+            )
             trial = measure_as_trial(settings, configs[i], marks)
             numbers.append(trial.number)
+        r += 1
     settings.emit({"event": "confirm_end", "session": session, "trials": numbers})
-    return {"rounds": rounds, "configs": configs, "session": session, "trials": numbers}
+    return {"rounds": r, "configs": configs, "session": session, "trials": numbers, "extra_rounds": extra}
+
+
+def undecided(trials: Sequence[Any], session: str, tolerance: float, rate: str = "qps") -> str | None:
+    """Why one more round is needed after the rounds of ``session`` so far, or None when the knee is decided.
+
+    Undecided: the paired decision's knee is not the reference and its probability of being within the
+    tolerance is below the confidence -- it stands only because it is in the tie set (it could be the best),
+    which a noisy round can make of almost any cheap config.
+    """
+    done = confirmation_rounds(trials, rate=rate)
+    if done is None or done["session"] != session or len(done["configs"]) < 2:
+        return None
+    keys = list(range(len(done["configs"])))
+    try:
+        decision = paired_decision(
+            dict(zip(keys, done["qps_by_round"], strict=True)), dict(zip(keys, done["configs"], strict=True)), tolerance
+        )
+    except ValueError:
+        return None
+    if decision.knee == decision.reference or decision.knee_confidence >= decision.confidence:
+        return None
+    return (
+        f"the knee {format_params(done['configs'][decision.knee], sort=True)} stands only by the tie set: "
+        f"P(within {tolerance:.0%}) = {decision.knee_confidence:.2f} < {decision.confidence:.0%}"
+    )
 
 
 def _with_window(spec: Spec, window_s: float) -> Spec:

@@ -314,7 +314,11 @@ class StudyRun:
             return {"rounds": 0, "reason": "already confirmed: no trial measured since the last confirmation"}
         with storage_errors("lost the study storage", self.url):
             return run_confirmation(
-                settings, rounds=section.rounds, max_configs=section.max_configs, seed=self.spec.study.seed
+                settings,
+                rounds=section.rounds,
+                max_configs=section.max_configs,
+                seed=self.spec.study.seed,
+                max_rounds=section.max_rounds,
             )
 
     def remeasure_drift_reference(self, study: optuna.Study, settings: TrialSettings) -> None:
