@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.analysis.knee import KneeResult, find_knee
 from tuner.config.spec import Spec
 from tuner.config.storage_url import resolve_storage_url
-from tuner.errors import StorageError, StudyError
+from tuner.errors import StorageError, StudyError, TunerError
 from tuner.execution.runner import resolve_model_path
 from tuner.platform import usable_cores
 from tuner.search.rules import HostThreads, RuleContext, skip_reason
@@ -430,7 +430,12 @@ class StudyRun:
         asked: list[dict[str, Any]] = []
 
         def blocked(params: Mapping[str, Any]) -> str | None:
-            reason = skip_reason(params, rules)
+            try:
+                reason = skip_reason(params, rules)
+            except (TunerError, ValueError):
+                # a step the kind cannot count threads for (a value it would refuse): no rule says it is
+                # skipped, so the edge advice stands -- the trials measured are never lost to this question
+                return None
             if reason:
                 asked.append({"params": dict(params), "reason": reason})
             return reason
