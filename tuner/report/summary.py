@@ -16,11 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.analysis.drift import DriftSeries, drift_series, drifted, normalise_records
 from tuner.analysis.knee import DEFAULT_TOLERANCE, TrialRecord, find_knee, merge_repeats
-from tuner.analysis.paired import paired_decision
 from tuner.analysis.pareto import pareto_front
 from tuner.metrics import METRICS
 from tuner.search.space import config_key
-from tuner.study.confirm import confirmation_rounds
+from tuner.study.confirm import confirmation_rounds, decide_rounds
 from tuner.study.ledger import closed_loop_view, trial_records
 from tuner.text import format_params
 from tuner.trial_attrs import (
@@ -215,16 +214,13 @@ def loadgen_verdict(trial: Any, metrics: Mapping[str, Any]) -> dict[str, Any] | 
 def _confirmation(
     trials: Sequence[Any], records: Sequence[TrialRecord], tolerance: float, rate: str = "qps"
 ) -> dict[str, Any] | None:
-    """The latest paired confirmation session, decided (:func:`tuner.analysis.paired.paired_decision`)."""
+    """The latest paired confirmation session, decided (:func:`tuner.study.confirm.decide_rounds`)."""
     rounds = confirmation_rounds(trials, rate=rate)
-    if rounds is None or len(rounds["configs"]) < 2:
+    decision = None if rounds is None else decide_rounds(rounds, tolerance)
+    if rounds is None or decision is None:
         return None
     keys = list(range(len(rounds["configs"])))
     params = dict(zip(keys, rounds["configs"], strict=True))
-    try:
-        decision = paired_decision(dict(zip(keys, rounds["qps_by_round"], strict=True)), params, tolerance)
-    except ValueError:
-        return None
     merged = {config_key(r.params): r for r in merge_repeats(records)}
 
     def doc(k: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import Any
 
 from tuner.analysis.knee import TrialRecord, config_cost, merge_repeats
-from tuner.analysis.paired import paired_decision
+from tuner.analysis.paired import PairedDecision, paired_decision
 from tuner.config.spec import Spec
 from tuner.search.space import config_key
 from tuner.study.extra_trials import measure_as_trial
@@ -140,21 +140,29 @@ def undecided(trials: Sequence[Any], session: str, tolerance: float, rate: str =
     which a noisy round can make of almost any cheap config.
     """
     done = confirmation_rounds(trials, rate=rate)
-    if done is None or done["session"] != session or len(done["configs"]) < 2:
+    if done is None or done["session"] != session:
         return None
-    keys = list(range(len(done["configs"])))
-    try:
-        decision = paired_decision(
-            dict(zip(keys, done["qps_by_round"], strict=True)), dict(zip(keys, done["configs"], strict=True)), tolerance
-        )
-    except ValueError:
-        return None
-    if decision.knee == decision.reference or decision.knee_confidence >= decision.confidence:
+    decision = decide_rounds(done, tolerance)
+    if decision is None or decision.knee == decision.reference or decision.knee_confidence >= decision.confidence:
         return None
     return (
         f"the knee {format_params(done['configs'][decision.knee], sort=True)} stands only by the tie set: "
         f"P(within {tolerance:.0%}) = {decision.knee_confidence:.2f} < {decision.confidence:.0%}"
     )
+
+
+def decide_rounds(done: Mapping[str, Any], tolerance: float) -> PairedDecision[int] | None:
+    """The paired decision over :func:`confirmation_rounds`' result, each config keyed by its index; None with
+    fewer than two configs or nothing to decide from (no positive rate in any round)."""
+    if len(done["configs"]) < 2:
+        return None
+    keys = range(len(done["configs"]))
+    try:
+        return paired_decision(
+            dict(zip(keys, done["qps_by_round"], strict=True)), dict(zip(keys, done["configs"], strict=True)), tolerance
+        )
+    except ValueError:
+        return None
 
 
 def _with_window(spec: Spec, window_s: float) -> Spec:

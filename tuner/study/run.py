@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.analysis.knee import KneeResult, find_knee
+from tuner.analysis.knee import Blocked, KneeResult, find_knee
 from tuner.config.spec import Spec
 from tuner.config.storage_url import resolve_storage_url
 from tuner.errors import StorageError, StudyError, TunerError
@@ -419,9 +419,9 @@ class StudyRun:
                 f"({self.failures[-1]}); earlier trials are kept. Fix the cause and run the same command to resume"
             )
 
-    def _knee(self, study: optuna.Study) -> KneeResult:
+    def _knee(self, study: optuna.Study, blocked: Blocked | None = None) -> KneeResult:
         records = trial_records(study.get_trials(deepcopy=False), rate=self.rate)
-        return find_knee(records, self.spec.knee.tolerance, bootstrap=0)
+        return find_knee(records, self.spec.knee.tolerance, bootstrap=0, blocked=blocked)
 
     def _final_knee(self, study: optuna.Study, rules: RuleContext) -> KneeResult:
         """The knee after the run, its edge rule told which next steps this host's rules skip; those steps are
@@ -440,8 +440,7 @@ class StudyRun:
                 asked.append({"params": dict(params), "reason": reason})
             return reason
 
-        records = trial_records(study.get_trials(deepcopy=False), rate=self.rate)
-        knee = find_knee(records, self.spec.knee.tolerance, bootstrap=0, blocked=blocked)
+        knee = self._knee(study, blocked)
         if asked or study.user_attrs.get(EDGE_LIMITS):
             study.set_user_attr(EDGE_LIMITS, asked)
         return knee
