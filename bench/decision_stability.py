@@ -86,6 +86,8 @@ def run_once(workload: Path, folder: Path, index: int) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "trials": report.get("trials"),
         "drift": (report.get("drift") or {}).get("relative"),
+        "rounds": (report.get("confirmation") or {}).get("rounds"),
+        "interference": [f["message"] for f in (report.get("confirmation") or {}).get("interference") or []],
     }
 
 
@@ -109,7 +111,10 @@ def show(summary: dict[str, Any]) -> None:
             f"run {r['run']}: knee {r['knee']} (confirmed {r['knee_confirmed']}, confidence {r['knee_confidence']}, "
             f"by {r['decided_by']}); best {r['best']}; tie set {r['tie_set']}; {r['wall_s']} s; trials {r['trials']}"
             + (f"; drift {r['drift']:.1%}" if isinstance(r.get("drift"), float) else "")
+            + (f"; {r['rounds']} paired rounds" if r.get("rounds") else "")
         )
+        for line in r.get("interference") or []:
+            print(f"  interference: {line}")
     print(f"same knee in all runs: {summary['same_knee']}")
     print(f"tie sets share a member: {bool(summary['shared_tie_members'])} {summary['shared_tie_members']}")
     print(f"median wall time: {summary['median_wall_s']} s")

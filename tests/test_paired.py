@@ -267,3 +267,92 @@ def test_the_tie_set_is_hsus_comparison_with_the_best_not_one_pairs_interval() -
     # two-sided interval, and x's own spread of 0 leaves nothing to reach 1 with
     alone = paired_decision({"ref": qps["ref"], "x": qps["x"]}, params, tolerance=0.10)
     assert alone.tie_set == ("ref",)
+
+
+def test_one_measurement_far_below_what_the_others_predict_is_left_out_as_interference() -> None:
+    # x's ratio to the reference in rounds 1-4: 0.95, 0.97, 0.96, 0.94; round 0 read 0.70 (a neighbour's
+    # burst). With two configs the others predict round 0 from the mean of the other four log ratios, and the
+    # outlier test is the textbook prediction-interval t: mean m = -0.046112, sd s = 0.013519 on 3 dof,
+    # t = (ln 0.70 - m) / (s sqrt(1 + 1/4)) = -20.546, F(t; 3) = 1.2605e-4, times the 10 measurements tested
+    # = 1.2605e-3 <= 0.05; and 0.70 is 26.7 % below the predicted exp(m) = 0.95493, more than the tolerance.
+    ref = [100.0] * 5
+    x = [70.0, 95.0, 97.0, 96.0, 94.0]
+    params = {"ref": {"pool_size": 2}, "x": {"pool_size": 1}}
+    result = paired_decision({"ref": ref, "x": x}, params, tolerance=0.10)
+    assert len(result.interference) == 1
+    found = result.interference[0]
+    assert (found.config, found.round, found.qps) == ("x", 0, 70.0)
+    assert found.expected_qps == pytest.approx(95.493, abs=1e-3)
+    assert found.p_value == pytest.approx(1.2605e-3, rel=1e-3)
+    # the decision is the one over the other four rounds: x is proven within 10 %
+    assert result.ratios["x"].n == 4 and result.ratios["x"].mean == pytest.approx(0.95493, abs=1e-5)
+    assert result.knee == "x" and result.knee_confidence > 0.99
+    # the same five rounds with the dip kept would not prove it: that is what the exclusion changes
+    kept = paired_decision({"ref": ref, "x": x}, params, tolerance=0.10, confidence=0.999)
+    assert kept.interference == ()  # at 0.999 the test (p 1.26e-3 > 0.001) keeps it
+    assert kept.ratios["x"].n == 5 and kept.probabilities["x"] < 0.95
+
+
+def test_a_dip_smaller_than_the_tolerance_is_kept_however_significant() -> None:
+    # every other measurement fits the additive model exactly, so a 7 % dip is infinitely significant; but
+    # it cannot change a decision at 10 %, and the pooled error already counts it
+    ref = [100.0] * 4
+    x = [93.0 * 0.95, 95.0, 95.0, 95.0]
+    y = [80.0] * 4
+    params = {"ref": {"pool_size": 3}, "x": {"pool_size": 2}, "y": {"pool_size": 1}}
+    assert paired_decision({"ref": ref, "x": x, "y": y}, params, tolerance=0.10).interference == ()
+    # at 5 % tolerance the same dip (7.0 % below the prediction) is more than the tolerance: left out
+    strict = paired_decision({"ref": ref, "x": x, "y": y}, params, tolerance=0.05)
+    assert [(f.config, f.round) for f in strict.interference] == [("x", 0)]
+
+
+def test_a_config_slow_in_every_round_or_fast_once_is_not_interference() -> None:
+    rng = np.random.default_rng(7)
+    noise = {k: 1.0 + 0.01 * rng.standard_normal(5) for k in ("ref", "slow", "mid")}
+    qps = {
+        "ref": (100.0 * noise["ref"]).tolist(),
+        "slow": (55.0 * noise["slow"]).tolist(),  # half the reference, every round: the config, not a burst
+        "mid": (90.0 * noise["mid"]).tolist(),
+    }
+    qps["mid"][2] = 130.0  # a reading 44 % above the rest: interference only slows, so this is not it
+    params = {"ref": {"pool_size": 3}, "slow": {"pool_size": 1}, "mid": {"pool_size": 2}}
+    result = paired_decision(qps, params, tolerance=0.10)
+    assert result.interference == ()
+    assert result.ratios["slow"].n == 5 and result.ratios["mid"].n == 5
+
+
+def test_a_config_keeps_two_rounds_and_a_round_wide_dip_cancels_instead() -> None:
+    # round 1 is 40 % slow for everyone: the round's effect, which pairing cancels, not one measurement's
+    base = {"ref": 100.0, "a": 97.0, "b": 60.0}
+    qps = {k: [v, 0.6 * v, v * 1.01, v * 0.99] for k, v in base.items()}
+    params = {"ref": {"pool_size": 3}, "a": {"pool_size": 2}, "b": {"pool_size": 1}}
+    assert paired_decision(qps, params).interference == ()
+    # a config measured in three rounds, one of them halved, keeps the other two
+    qps = {"ref": [100.0, 101.0, 99.0], "x": [48.0, 96.0, 95.0]}
+    few = paired_decision(qps, {"ref": {"pool_size": 2}, "x": {"pool_size": 1}})
+    assert [(f.config, f.round) for f in few.interference] == [("x", 0)]
+    assert few.ratios["x"].n == 2
+    # slow in two rounds of four: that is how the config behaves (bimodal), not one burst -- kept
+    qps = {"ref": [100.0, 101.0, 99.0, 100.0], "x": [48.0, 96.0, 95.0, 50.0], "y": [70.0, 71.0, 69.0, 70.5]}
+    params = {"ref": {"pool_size": 3}, "x": {"pool_size": 1}, "y": {"pool_size": 2}}
+    twice = paired_decision(qps, params)
+    assert twice.interference == () and twice.ratios["x"].n == 4
+
+
+def test_a_tie_member_whose_estimate_is_below_the_band_is_the_best_but_not_the_knee() -> None:
+    # cheap: ratios 0.75, 1.02, 0.80, 0.97 (geometric mean 0.878, below 0.9) -- so noisy that it cannot be
+    # told from the plateau (tie set), and more likely outside the 10 % band than in (P < 1/2): the best (the
+    # cheapest tie member) but not the knee.
+    qps = {
+        "ref": [100.0] * 4,
+        "mid": [97.0] * 4,
+        "cheap": [75.0, 102.0, 80.0, 97.0],
+    }
+    params = {"ref": {"pool_size": 3}, "mid": {"pool_size": 2}, "cheap": {"pool_size": 1}}
+    result = paired_decision(qps, params, tolerance=0.10)
+    assert result.interference == ()
+    assert result.ratios["cheap"].mean < 0.9 and result.probabilities["cheap"] < 0.5
+    assert "cheap" in result.tie_set and result.best == "cheap"
+    # mid (0.97 every round) carries the pooled error of cheap's noise, so it is not proven at 95 % either,
+    # but it is in the tie set with its estimate in the band: the knee, with its P as the confidence
+    assert result.knee == "mid" and 0.5 <= result.knee_confidence < 0.95

@@ -34,9 +34,12 @@ own spread. The additive model absorbs every round's common factor, so a drift s
   ``P = F_t((mean(log r) - log(1 - tolerance)) / se, n - 1)`` (:func:`t_probability_at_least`) is
   ``>= confidence`` -- the same as the one-sided lower bound of the mean log ratio being
   ``>= log(1 - tolerance)``. ``knee_confidence`` is that ``P``. The reference always qualifies (its ratio is
-  1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does. A member of the tie
-  set qualifies too (it cannot be told from the plateau, so it is in the band): the knee is never costlier
-  than the best, even when too few noisy rounds prove neither.
+  1 in every round, ``P = 1``), so it is the knee when no cheaper configuration does. When too few noisy
+  rounds prove none of the cheap ones, a member of the tie set qualifies too if its estimate lies in the
+  band (``P >= 1/2``, the mean ratio ``>= 1 - tolerance``): it cannot be told from the plateau and is more
+  likely in the band than out, and its ``P`` says how sure that is. A tie member whose estimate is below
+  the band does not (it could be the best, but is more likely outside the tolerance): the best can then be
+  cheaper than the knee, which the report explains.
 * **tie set**: the configurations that could be the best, by Hsu's multiple comparisons with the best
   (MCB; Gupta's subset selection): ``c`` is a member when ``mean(log r_c) + d * se_c >= 0``, ``d`` the
   one-sided many-to-one critical value for ``C - 1`` comparisons at ``confidence``
@@ -45,6 +48,18 @@ own spread. The additive model absorbs every round's common factor, so a drift s
   1: the reference is *chosen* as the highest of ``C`` noisy means, and ``C - 1`` comparisons with it were
   made, which a one-pair interval ignores. ``tie_bounds`` holds each configuration's upper bound
   ``exp(mean + d se)``. **best** is the cheapest member.
+
+**Interference** (before all of the above): a neighbour's burst on a shared machine can halve one
+measurement while the rest of its round is normal -- on this project's 2-core VM one 3 s measurement of a
+config at ~46 qps read 25.8 in all three of its windows. Such a dip is no property of the configuration
+(interference only ever slows a run down), and in a paired design it widens every interval and moves the
+reference. Each measurement is tested against the additive model ``log qps = config + round`` fitted to
+*all the other* measurements (the externally studentized residual of regression diagnostics, one-sided to
+the slow side, Bonferroni over the measurements): a measurement is left out when that test rejects at
+``1 - confidence`` and it is slower than the others predict by more than the tolerance (a smaller dip cannot
+change a decision at this tolerance, and the pooled error covers it). The most significant is left out
+first and the fit repeated; a configuration keeps at least two rounds. ``interference`` lists what was left
+out, with the qps the other measurements predicted, so the report can say it.
 
 A configuration compared with the reference in fewer than two rounds has no interval (one ratio bounds
 nothing): it is neither the knee (unless it is the reference) nor in the tie set. A non-finite or
@@ -65,12 +80,25 @@ import numpy as np
 from tuner.analysis.intervals import CONFIDENCE, Interval, dunnett_quantile, t_probability_of, t_quantile
 from tuner.analysis.knee import DEFAULT_TOLERANCE, config_cost
 
-__all__ = ["PairedDecision", "paired_decision"]
+__all__ = ["Interference", "PairedDecision", "paired_decision"]
 
 K = TypeVar("K", bound=Hashable)
 
 #: relative slack in comparisons with 1 so that float rounding never flips a decision
 _EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Interference(Generic[K]):
+    """One measurement left out of the decision as interference (module docstring): configuration ``config``
+    measured ``qps`` in round ``round`` where the other measurements predict ``expected_qps``; ``p_value`` is the
+    outlier test's one-sided p-value times the number of measurements tested (Bonferroni)."""
+
+    config: K
+    round: int
+    qps: float
+    expected_qps: float
+    p_value: float
 
 
 @dataclass(frozen=True)
@@ -82,7 +110,8 @@ class PairedDecision(Generic[K]):
     ratios, about the relative spread of one round's ratio; NaN where it was never compared);
     ``probabilities`` the one-sided probability that its ratio is ``>= 1 - tolerance`` (NaN without an
     interval); ``tie_bounds`` the upper bound of its ratio that decides the tie set (1 for the reference,
-    NaN without an interval).
+    NaN without an interval); ``interference`` the measurements left out, in the order they were found;
+    ``cost_order`` every configuration, cheapest first (the order the knee and the best are chosen in).
     """
 
     reference: K
@@ -95,6 +124,12 @@ class PairedDecision(Generic[K]):
     tie_bounds: Mapping[K, float]
     tolerance: float
     confidence: float
+    interference: tuple[Interference[K], ...] = ()
+    cost_order: tuple[K, ...] = ()
+
+    def cheaper(self, a: K, b: K) -> bool:
+        """``a`` comes before ``b`` in :attr:`cost_order`."""
+        return self.cost_order.index(a) < self.cost_order.index(b)
 
 
 def _log_qps(values: Sequence[float]) -> list[float]:
@@ -105,6 +140,17 @@ def _log_qps(values: Sequence[float]) -> list[float]:
     return out
 
 
+def _design(cells: Sequence[tuple[int, int]], configs: int, rounds: int) -> np.ndarray:
+    """The additive model's design matrix for ``(config index, round)`` cells: one column per configuration,
+    one per round but the first (the rounds' effects relative to it)."""
+    design = np.zeros((len(cells), configs + rounds - 1))
+    for row, (c, r) in enumerate(cells):
+        design[row, c] = 1.0
+        if r:
+            design[row, configs + r - 1] = 1.0
+    return design
+
+
 def _pooled_variance(logs: Mapping[Any, Sequence[float]]) -> tuple[float, int] | None:
     """The residual variance of ``log qps = config + round`` over the measured cells, and its degrees of
     freedom (cells less fitted effects); None when nothing is left over to estimate it from."""
@@ -113,12 +159,7 @@ def _pooled_variance(logs: Mapping[Any, Sequence[float]]) -> tuple[float, int] |
     cells = [(c, r, x) for c, k in enumerate(keys) for r, x in enumerate(logs[k]) if math.isfinite(x)]
     if not cells:
         return None
-    # one column per configuration, one per round but the first (the rounds' effects relative to it)
-    design = np.zeros((len(cells), len(keys) + rounds - 1))
-    for row, (c, r, _) in enumerate(cells):
-        design[row, c] = 1.0
-        if r:
-            design[row, len(keys) + r - 1] = 1.0
+    design = _design([(c, r) for c, r, _ in cells], len(keys), rounds)
     y = np.array([x for _, _, x in cells])
     fit, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     dof = len(cells) - int(rank)
@@ -126,6 +167,53 @@ def _pooled_variance(logs: Mapping[Any, Sequence[float]]) -> tuple[float, int] |
         return None
     residual = y - design @ fit
     return float(residual @ residual) / dof, dof
+
+
+def _interference(
+    logs: Mapping[K, list[float]], tolerance: float, confidence: float
+) -> list[tuple[K, int, float, float]]:
+    """The measurements to leave out as interference (module docstring), most significant first:
+    ``(config, round, expected log qps, Bonferroni p-value)``. ``logs`` is not changed."""
+    keys = list(logs)
+    rounds = len(logs[keys[0]])
+    left_out: set[tuple[int, int]] = set()
+    found: list[tuple[K, int, float, float]] = []
+    dip = math.log(1.0 - tolerance)
+    while True:
+        cells = [
+            (c, r)
+            for c, k in enumerate(keys)
+            for r in range(rounds)
+            if math.isfinite(logs[k][r]) and (c, r) not in left_out
+        ]
+        if not cells:
+            return found
+        design = _design(cells, len(keys), rounds)
+        y = np.array([logs[keys[c]][r] for c, r in cells])
+        hat = design @ np.linalg.pinv(design)
+        dof = len(cells) - int(np.linalg.matrix_rank(design))
+        if dof < 2:  # the test needs a variance left over once the tested measurement is out
+            return found
+        residual = y - hat @ y
+        sse = float(residual @ residual)
+        kept = {c: sum(1 for cc, _ in cells if cc == c) for c in range(len(keys))}
+        best: tuple[float, int, float] | None = None
+        for i, (c, _) in enumerate(cells):
+            leverage = float(hat[i, i])
+            if leverage > 1.0 - 1e-9 or kept[c] <= 2:
+                continue
+            deleted = float(residual[i]) / (1.0 - leverage)  # the measurement less what the others predict
+            if deleted >= dip:
+                continue
+            variance = max(sse - float(residual[i]) ** 2 / (1.0 - leverage), 0.0) / (dof - 1)
+            p = t_probability_of(deleted * (1.0 - leverage), math.sqrt(variance * (1.0 - leverage)), dof - 1, 0.0)
+            if best is None or p < best[0]:
+                best = (p, i, float(y[i]) - deleted)
+        if best is None or best[0] * len(cells) > 1.0 - confidence:
+            return found
+        c, r = cells[best[1]]
+        left_out.add((c, r))
+        found.append((keys[c], r, best[2], min(best[0] * len(cells), 1.0)))
 
 
 def _ratio_interval(
@@ -179,6 +267,12 @@ def paired_decision(
         raise ValueError(f"no params for {missing!r}")
 
     logs = {k: _log_qps(qps_by_round[k]) for k in keys}
+    interference = tuple(
+        Interference(k, r, float(qps_by_round[k][r]), math.exp(expected), p_value)
+        for k, r, expected, p_value in _interference(logs, tolerance, confidence)
+    )
+    for found in interference:
+        logs[found.config][found.round] = math.nan
     order = {k: i for i, k in enumerate(keys)}
     memory = peak_rss_mb or {}
 
@@ -215,9 +309,8 @@ def paired_decision(
     # equal costs in the params' own order, not by the measured ratio: noise does not pick between them
     ranked = sorted(keys, key=lambda k: (cost(k), _canonical(params[k]), order[k]))
     tie_set = tuple(k for k in ranked if k == reference or (ratios[k].n >= 2 and tie_bounds[k] >= 1.0 - _EPS))
-    # a member of the tie set cannot be told from the plateau, so it is in the tolerance band too: the knee is
-    # never costlier than the best (few rounds of a noisy config may qualify neither way)
-    knee = next(k for k in ranked if k in tie_set or probabilities[k] >= confidence)
+    # proven in the band; else (too few noisy rounds) a tie member whose estimate is in the band
+    knee = next(k for k in ranked if probabilities[k] >= confidence or (k in tie_set and probabilities[k] >= 0.5))
     return PairedDecision(
         reference=reference,
         knee=knee,
@@ -229,6 +322,8 @@ def paired_decision(
         tie_bounds=tie_bounds,
         tolerance=tolerance,
         confidence=confidence,
+        interference=interference,
+        cost_order=tuple(ranked),
     )
 
 

@@ -164,13 +164,18 @@ def render_report(console: Console, report: dict[str, Any], *, top: int = 10) ->
         for col in ("config", f"{rate} per round", "ratio to reference (95 %)", "tie set"):
             table.add_column(col)
         for d in c["configs"]:
+            out = set(d.get("left_out_rounds") or [])
             table.add_row(
                 format_params(d["params"], hide_ones=True),
-                ", ".join(num(q) for q in d["qps_by_round"]),
+                ", ".join(num(q) + (" (left out)" if r in out else "") for r, q in enumerate(d["qps_by_round"])),
                 f"{num(d['paired_ratio'], 3)} [{num(d['paired_ratio_low'], 3)}, {num(d['paired_ratio_high'], 3)}]",
                 "yes" if d["in_tie_set"] else "",
             )
         console.print(table)
+        for found in c.get("interference") or []:
+            console.print(f"      [yellow]interference:[/] {escape(found['message'])}", markup=True)
+        if c.get("best_note"):
+            console.print(f"      {escape(c['best_note'])}")
     drift = report.get("drift")
     if drift and drift.get("message"):
         console.print(f"[yellow]drift:[/] {drift['message']}", markup=True)

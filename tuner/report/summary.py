@@ -249,21 +249,56 @@ def _confirmation(
         f"{tolerance:.0%}) = {decision.knee_confidence:.2f}"
     )
     if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
-        # it qualified by the tie set (it could be the best), not by the probability
+        # it qualified by the tie set with its estimate in the band, not by the probability
         knee_reason += (
-            f", below {decision.confidence:.0%}: it stands as tied with the reference (it could be the best: "
-            f"its ratio's upper bound against the best is {decision.tie_bounds[decision.knee]:.3f}); more rounds "
-            "(study.confirm.rounds) would tell"
+            f", below {decision.confidence:.0%}: not proven within the tolerance; it stands because it cannot be "
+            f"told from the best (its ratio's upper bound against the best is {decision.tie_bounds[decision.knee]:.3f})"
+            " and its estimate is in the band; more rounds (study.confirm.max_rounds) would tell"
         )
+    best_note = None
+    if decision.cheaper(decision.best, decision.knee):
+        best_ratio = decision.ratios[decision.best]
+        best_note = (
+            f"the best, {format_params(params[decision.best], sort=True)}, is cheaper than the knee: it cannot be "
+            f"told from the plateau (upper bound {decision.tie_bounds[decision.best]:.3f}), but its ratio "
+            f"{best_ratio.mean:.3f} is below the {tolerance:.0%} band (P(within) = "
+            f"{decision.probabilities[decision.best]:.2f}), so it is more likely outside the tolerance than in; "
+            "more rounds (study.confirm.max_rounds) would tell"
+        )
+    interference = [
+        {
+            "params": params[found.config],
+            "round": found.round,
+            rate: found.qps,
+            f"expected_{rate}": found.expected_qps,
+            "p_value": found.p_value,
+            "message": (
+                f"round {found.round + 1} of {format_params(params[found.config], sort=True)} measured "
+                f"{found.qps:.4g} {rate} where the other measurements predict {found.expected_qps:.4g} "
+                f"({1.0 - found.qps / found.expected_qps:.0%} slower, outlier test p = {found.p_value:.2g}): left "
+                "out as interference"
+            ),
+        }
+        for found in decision.interference
+    ]
+    left_out = {(f.config, f.round) for f in decision.interference}
     return {
         "knee_reason": knee_reason,
+        "best_note": best_note,
+        "interference": interference,
         "session": rounds["session"],
         "rounds": len(rounds["qps_by_round"][0]),
         "trials": rounds["trials"],
         "reference": params[decision.reference],
         "knee_confidence": decision.knee_confidence,
         "configs": [
-            {**doc(k), "qps_by_round": rounds["qps_by_round"][k], "in_tie_set": k in decision.tie_set} for k in keys
+            {
+                **doc(k),
+                "qps_by_round": rounds["qps_by_round"][k],
+                "left_out_rounds": [r for r in range(len(rounds["qps_by_round"][k])) if (k, r) in left_out],
+                "in_tie_set": k in decision.tie_set,
+            }
+            for k in keys
         ],
         "knee_doc": doc(decision.knee),
         "best_doc": doc(decision.best),

@@ -13,8 +13,8 @@ fell -- then the configs whose interval reaches the plateau's (could be the best
 ``study.confirm.max_configs``, of which (from three on) one is kept for the plateau's nearest rival, so
 the tie set is decided between the configs that could be the best and not only among the cheap ones.
 After ``study.confirm.rounds`` rounds, one more is measured at a time, up to ``study.confirm.max_rounds``,
-while the knee is undecided (:func:`undecided`: it stands only by the tie set, not proven within the
-tolerance): a noisy run pays for the rounds it needs, a calm one for none.
+while the knee is undecided (:func:`undecided`: not proven within the tolerance, it stands by the tie
+set): a noisy run pays for the rounds it needs, a calm one for none.
 With ``study.confirm.window_s`` each round measures a fixed length (warm-up, then ``measure.stable_windows``
 windows of that length, no waiting for stability): more short rounds beat
 fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
@@ -136,19 +136,30 @@ def undecided(trials: Sequence[Any], session: str, tolerance: float, rate: str =
     """Why one more round is needed after the rounds of ``session`` so far, or None when the knee is decided.
 
     Undecided: the paired decision's knee is not the reference and its probability of being within the
-    tolerance is below the confidence -- it stands only because it is in the tie set (it could be the best),
-    which a noisy round can make of almost any cheap config.
+    tolerance is below the confidence -- it is not proven, it stands because it is in the tie set (it could be
+    the best) with its estimate in the band, which a noisy round can make of almost any cheap config; or a
+    config cheaper than the knee is in the tie set -- it could be the best, but its estimate is below the band,
+    and more rounds would tell whether it is in the band (the knee) or out.
     """
     done = confirmation_rounds(trials, rate=rate)
     if done is None or done["session"] != session:
         return None
     decision = decide_rounds(done, tolerance)
-    if decision is None or decision.knee == decision.reference or decision.knee_confidence >= decision.confidence:
+    if decision is None:
         return None
-    return (
-        f"the knee {format_params(done['configs'][decision.knee], sort=True)} stands only by the tie set: "
-        f"P(within {tolerance:.0%}) = {decision.knee_confidence:.2f} < {decision.confidence:.0%}"
-    )
+    configs = done["configs"]
+    if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
+        return (
+            f"the knee {format_params(configs[decision.knee], sort=True)} is not proven within {tolerance:.0%}: "
+            f"P = {decision.knee_confidence:.2f} < {decision.confidence:.0%} (it stands by the tie set)"
+        )
+    if decision.cheaper(decision.best, decision.knee):
+        return (
+            f"{format_params(configs[decision.best], sort=True)}, cheaper than the knee, could be the best (tie "
+            f"set) but is neither in nor out of the {tolerance:.0%} band: P = "
+            f"{decision.probabilities[decision.best]:.2f}"
+        )
+    return None
 
 
 def decide_rounds(done: Mapping[str, Any], tolerance: float) -> PairedDecision[int] | None:
