@@ -23,7 +23,7 @@ from tuner.analysis.knee import (
     merge_repeats,
     threads_of,
 )
-from tuner.analysis.paired import PairedDecision, paired_decision
+from tuner.analysis.paired import Interference, PairedDecision, paired_decision
 from tuner.analysis.pareto import pareto_front
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "EDGE_AXES",
     "PLATEAU_STDERR",
     "DriftSeries",
+    "Interference",
     "KneeResult",
     "PairedDecision",
     "TrialRecord",

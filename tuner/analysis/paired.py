@@ -124,8 +124,8 @@ class PairedDecision(Generic[K]):
     tie_bounds: Mapping[K, float]
     tolerance: float
     confidence: float
-    interference: tuple[Interference[K], ...] = ()
-    cost_order: tuple[K, ...] = ()
+    interference: tuple[Interference[K], ...]
+    cost_order: tuple[K, ...]
 
     def cheaper(self, a: K, b: K) -> bool:
         """``a`` comes before ``b`` in :attr:`cost_order`."""
