@@ -131,6 +131,11 @@ class PairedDecision(Generic[K]):
         """``a`` comes before ``b`` in :attr:`cost_order`."""
         return self.cost_order.index(a) < self.cost_order.index(b)
 
+    @property
+    def knee_proven(self) -> bool:
+        """The knee is the reference or within the tolerance at the confidence (not only by the tie set)."""
+        return self.knee == self.reference or self.knee_confidence >= self.confidence
+
 
 def _log_qps(values: Sequence[float]) -> list[float]:
     out = []

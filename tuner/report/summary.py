@@ -248,7 +248,7 @@ def _confirmation(
         f"{format_params(params[decision.reference], sort=True)} over {knee_ratio.n} rounds; P(within "
         f"{tolerance:.0%}) = {decision.knee_confidence:.2f}"
     )
-    if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
+    if not decision.knee_proven:
         # it qualified by the tie set with its estimate in the band, not by the probability
         knee_reason += (
             f", below {decision.confidence:.0%}: not proven within the tolerance; it stands because it cannot be "

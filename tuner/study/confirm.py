@@ -14,7 +14,8 @@ fell -- then the configs whose interval reaches the plateau's (could be the best
 the tie set is decided between the configs that could be the best and not only among the cheap ones.
 After ``study.confirm.rounds`` rounds, one more is measured at a time, up to ``study.confirm.max_rounds``,
 while the knee is undecided (:func:`undecided`: not proven within the tolerance, it stands by the tie
-set): a noisy run pays for the rounds it needs, a calm one for none.
+set; or a config cheaper than the knee could be the best): a noisy run pays for the rounds it needs, a
+calm one for none.
 With ``study.confirm.window_s`` each round measures a fixed length (warm-up, then ``measure.stable_windows``
 windows of that length, no waiting for stability): more short rounds beat
 fewer long ones. The knee is decided among the cheap ones, and the tie set is what the rounds
@@ -148,7 +149,7 @@ def undecided(trials: Sequence[Any], session: str, tolerance: float, rate: str =
     if decision is None:
         return None
     configs = done["configs"]
-    if decision.knee != decision.reference and decision.knee_confidence < decision.confidence:
+    if not decision.knee_proven:
         return (
             f"the knee {format_params(configs[decision.knee], sort=True)} is not proven within {tolerance:.0%}: "
             f"P = {decision.knee_confidence:.2f} < {decision.confidence:.0%} (it stands by the tie set)"
