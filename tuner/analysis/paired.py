@@ -132,6 +132,11 @@ class PairedDecision(Generic[K]):
         return self.cost_order.index(a) < self.cost_order.index(b)
 
     @property
+    def best_below_band(self) -> bool:
+        """The best is cheaper than the knee: it could be the best, but its estimate is below the band."""
+        return self.cheaper(self.best, self.knee)
+
+    @property
     def knee_proven(self) -> bool:
         """The knee is the reference or within the tolerance at the confidence (not only by the tie set)."""
         return self.knee == self.reference or self.knee_confidence >= self.confidence
@@ -211,7 +216,8 @@ def _interference(
             if deleted >= dip:
                 continue
             variance = max(sse - float(residual[i]) ** 2 / (1.0 - leverage), 0.0) / (dof - 1)
-            p = t_probability_of(deleted * (1.0 - leverage), math.sqrt(variance * (1.0 - leverage)), dof - 1, 0.0)
+            # the externally studentized residual's lower tail: F(e_i / sqrt(s_(i)^2 (1 - h_i)))
+            p = t_probability_of(float(residual[i]), math.sqrt(variance * (1.0 - leverage)), dof - 1, 0.0)
             if best is None or p < best[0]:
                 best = (p, i, float(y[i]) - deleted)
         if best is None or best[0] * len(cells) > 1.0 - confidence:

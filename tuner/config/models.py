@@ -196,8 +196,9 @@ class ConfirmSection(_Strict):
     """``study.confirm``: the paired confirmation round after the search (``rounds: 0`` skips it)."""
 
     rounds: int = Field(3, ge=0, le=100)
-    # more rounds, one at a time, while the knee is undecided (it stands by the tie set, not proven within
-    # the tolerance): a noisy run pays for them, a calm one does not (default: rounds, none extra)
+    # more rounds, one at a time, while the knee is undecided (not proven within the tolerance, it stands by
+    # the tie set; or a cheaper config could be the best): a noisy run pays for them, a calm one does not
+    # (default: rounds, none extra)
     max_rounds: int | None = Field(None, ge=1, le=100)
     max_configs: int = Field(4, ge=2, le=20)
     # the window length of the rounds' measurements (default measure.window_s): the rounds compare a config

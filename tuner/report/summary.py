@@ -256,7 +256,7 @@ def _confirmation(
             " and its estimate is in the band; more rounds (study.confirm.max_rounds) would tell"
         )
     best_note = None
-    if decision.cheaper(decision.best, decision.knee):
+    if decision.best_below_band:
         best_ratio = decision.ratios[decision.best]
         best_note = (
             f"the best, {format_params(params[decision.best], sort=True)}, is cheaper than the knee: it cannot be "

@@ -154,7 +154,7 @@ def undecided(trials: Sequence[Any], session: str, tolerance: float, rate: str =
             f"the knee {format_params(configs[decision.knee], sort=True)} is not proven within {tolerance:.0%}: "
             f"P = {decision.knee_confidence:.2f} < {decision.confidence:.0%} (it stands by the tie set)"
         )
-    if decision.cheaper(decision.best, decision.knee):
+    if decision.best_below_band:
         return (
             f"{format_params(configs[decision.best], sort=True)}, cheaper than the knee, could be the best (tie "
             f"set) but is neither in nor out of the {tolerance:.0%} band: P = "
